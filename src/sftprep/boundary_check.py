@@ -1,0 +1,117 @@
+"""Invariant 2 across turns: where an example trains several turns, the tokens in front of turn k must
+equal the tokenizer's joint encoding of the text so far. Pieces are encoded separately, so each cut
+before the last trained turn is checked against a joint encoding of a small window around it.
+
+The window starts at the last added token before the cut (the tokenizer splits text at added tokens
+and encodes the parts independently, so the left context is exact) and ends at the next added token
+or WINDOW characters after the cut (then tokens within MARGIN of that edge are not compared).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sftprep.build_loss_labels import Encoded
+from sftprep.tokenizer import BPETokenizer
+from sftprep.types import RenderedConversation, TurnSpan
+
+WINDOW = 64
+MARGIN = 24
+
+
+@dataclass(frozen=True)
+class _Window:
+    unit: int
+    piece: int  # the piece that starts at the cut
+    left: int
+    cut: int
+    right: int
+    right_exact: bool
+
+
+def absorb_rstrip(r: RenderedConversation, rstrip_tokens: tuple[str, ...]) -> None:
+    """A trained region ending in an added token that strips whitespace on its right (Phi-3's
+    `<|end|>`) ends after that whitespace: the token swallows it, so the cut falls there."""
+    if not rstrip_tokens:
+        return
+    text = r.text
+    for k, t in enumerate(r.turns):
+        if any(text.endswith(s, 0, t.end) for s in rstrip_tokens):
+            end = t.end
+            while end < len(text) and text[end].isspace():
+                end += 1
+            if end != t.end:
+                r.turns[k] = TurnSpan(t.message_index, t.assistant_index, t.start, end, t.content, t.trained)
+
+
+def cuts_needing_check(e: Encoded) -> list[int]:
+    """Indices of pieces whose start is a cut inside the prompt of a later trained turn."""
+    trained_starts = [t.start for t in e.rendered.turns if t.trained and t.end > t.start]
+    if len(trained_starts) < 2:
+        return []
+    last = trained_starts[-1]
+    return [j for j, p in enumerate(e.pieces) if 0 < p.start < last]
+
+
+def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
+    windows = []
+    for u, e in enumerate(encoded):
+        js = cuts_needing_check(e)
+        if not js:
+            continue
+        specials = [s for s in tok.find_special(e.rendered.text) if not _in_plain(s, e)]
+        for j in js:
+            prev, cur = e.pieces[j - 1], e.pieces[j]
+            if prev.plain or cur.plain:
+                continue  # plain-text special strings differ from a joint encoding by design
+            c = cur.start
+            left = max([prev.start] + [a for a, b in specials if b <= c])
+            limit = min(c + WINDOW, cur.end)
+            nxt = [a for a, _ in specials if c <= a <= limit]
+            right = nxt[0] if nxt else limit
+            exact = bool(nxt) or right == len(e.rendered.text)
+            windows.append(_Window(u, j, left, c, right, exact))
+    return windows
+
+
+def _in_plain(span: tuple[int, int], e: Encoded) -> bool:
+    return any(s.start <= span[0] < s.end for s in e.rendered.special_in_content)
+
+
+def check_boundaries(encoded: list[Encoded], tok: BPETokenizer) -> tuple[list[bool], int]:
+    """Per example: do all checked cuts agree with a joint encoding? Also the number of cuts that did not."""
+    windows = find_windows(encoded, tok)
+    ok = [True] * len(encoded)
+    if not windows:
+        return ok, 0
+    encs = tok.encode_batch_offsets([encoded[w.unit].rendered.text[w.left : w.right] for w in windows])
+    bad = 0
+    for w, enc in zip(windows, encs):
+        if not _window_agrees(w, enc.ids, enc.offsets, encoded[w.unit]):
+            ok[w.unit] = False
+            bad += 1
+    return ok, bad
+
+
+def _window_agrees(w: _Window, ids: list[int], offsets: list[tuple[int, int]], e: Encoded) -> bool:
+    cut = w.cut - w.left
+    n_left = 0
+    for a, b in offsets:
+        if a < cut < b:
+            return False  # a token of the joint encoding straddles the cut
+        if b <= cut and a < cut:
+            n_left += 1
+    left_ours = e.piece_ids[w.piece - 1]
+    if w.left == e.pieces[w.piece - 1].start:
+        if not np.array_equal(left_ours, ids[:n_left]):
+            return False
+    elif n_left > len(left_ours) or not np.array_equal(left_ours[len(left_ours) - n_left :], ids[:n_left]):
+        return False
+    if w.right_exact:
+        right = ids[n_left:]
+    else:  # the window ends mid-text: trust only tokens well before its edge
+        edge = (w.right - w.left) - MARGIN
+        right = [i for i, (a, b) in zip(ids[n_left:], offsets[n_left:]) if b <= edge]
+    return np.array_equal(e.piece_ids[w.piece][: len(right)], right)

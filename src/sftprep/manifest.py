@@ -1,0 +1,115 @@
+"""Counters of a run and the manifest that records them with every option and input hash."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sftprep import __version__
+from sftprep.templates.base import ChatTemplate, template_sha256
+from sftprep.tokenizer import BPETokenizer
+
+if TYPE_CHECKING:
+    from sftprep.build_loss_labels import Encoded
+    from sftprep.options import PrepareOptions
+    from sftprep.pipeline import Prepared
+
+
+@dataclass
+class FileCounts:
+    records_read: int = 0
+    records_with_examples: int = 0
+    records_rejected: int = 0
+    examples: int = 0
+
+    @property
+    def reconciled(self) -> bool:
+        return self.records_read == self.records_with_examples + self.records_rejected
+
+
+@dataclass
+class Stats:
+    files: dict[str, FileCounts] = field(default_factory=dict)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    dropped_examples: Counter[str] = field(default_factory=Counter)
+    tokens: int = 0
+    trainable_tokens: int = 0
+    truncated: int = 0
+    boundary_merges: int = 0
+    split_for_tokenization: int = 0
+    split_conversations: int = 0
+    special_tokens_in_content: int = 0
+
+    def _file(self, name: str) -> FileCounts:
+        return self.files.setdefault(name, FileCounts())
+
+    def read(self, name: str) -> None:
+        self._file(name).records_read += 1
+
+    def rejected(self, name: str, reason: str) -> None:
+        self._file(name).records_rejected += 1
+        self.rejected_by_reason[reason] += 1
+
+    def count_record(self, p: Prepared) -> None:
+        self._file(p.raw.source_file).records_with_examples += 1
+        if any(u.turn >= 0 for u in p.units) and len(p.units) > 1:
+            self.split_conversations += 1
+        self.special_tokens_in_content += max((len(u.special_in_content) for u in p.units), default=0)
+
+    def example(self, name: str, e: Encoded) -> None:
+        self._file(name).examples += 1
+        self.tokens += len(e.input_ids)
+        self.trainable_tokens += e.num_trainable
+
+    @property
+    def records_read(self) -> int:
+        return sum(f.records_read for f in self.files.values())
+
+    @property
+    def examples(self) -> int:
+        return sum(f.examples for f in self.files.values())
+
+    @property
+    def records_rejected(self) -> int:
+        return sum(f.records_rejected for f in self.files.values())
+
+
+def build_manifest(
+    opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate, stats: Stats, shards: list[str]
+) -> dict[str, Any]:
+    unreconciled = [name for name, f in stats.files.items() if not f.reconciled]
+    if unreconciled:  # a bug, never bad input: fail loudly
+        raise AssertionError(f"records do not reconcile for {unreconciled}: {stats.files}")
+    return {
+        "sftprep_version": __version__,
+        "records_read": stats.records_read,
+        "examples_written": stats.examples,
+        "records_rejected": stats.records_rejected,
+        "rejected_by_reason": dict(sorted(stats.rejected_by_reason.items())),
+        "examples_dropped_by_reason": dict(sorted(stats.dropped_examples.items())),
+        "tokens": stats.tokens,
+        "trainable_tokens": stats.trainable_tokens,
+        "truncated": stats.truncated,
+        "straddling_tokens": stats.boundary_merges,
+        "split_for_tokenization": stats.split_for_tokenization,
+        "split_conversations": stats.split_conversations,
+        "special_tokens_in_content": stats.special_tokens_in_content,
+        "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
+        "shards": shards,
+        "tokenizer": {
+            "path": tok.path,
+            "sha256": tok.sha256,
+            "bos_token": tok.bos_token,
+            "eos_token": tok.eos_token,
+            "pad_token": tok.pad_token,
+            "pad_id": tok.pad_id,
+            "vocab_size": tok.vocab_size,
+        },
+        "template": {
+            "name": template.name,
+            "sha256": template_sha256(template),
+            "text": template.source_text,
+        },
+        "options": opts.recorded(),
+    }

@@ -1,0 +1,272 @@
+"""RawRecord -> canonical Conversation, or a Reject that says why (never raises on bad data).
+
+The format is detected per record from its keys (never from the first row of a file):
+messages/conversations with from/value -> "sharegpt", with role/content -> "messages",
+instruction -> "alpaca", prompt + completion -> "prompt-completion".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sftprep.errors import ConfigError
+from sftprep.formats import (
+    Invalid,
+    Parsed,
+    invalid,
+    parse_alpaca,
+    parse_messages,
+    parse_prompt_completion,
+    parse_sharegpt,
+)
+from sftprep.records import split_error
+from sftprep.types import Conversation, Message, RawRecord, Reject
+
+FORMATS: tuple[str, ...] = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")
+
+# Every reason key a Reject from this stage can carry.
+REASONS: tuple[str, ...] = (
+    # from the reader
+    "invalid_json",
+    "truncated_line",
+    "nan_literal",
+    "not_object",
+    "bad_encoding",
+    "read_error",
+    # record shape
+    "unknown_format",
+    "format_mismatch",
+    "wrong_type",
+    "missing_field",
+    "empty_messages",
+    "null_content",
+    "unsupported_content",
+    "invalid_weight",
+    "invalid_tool_call",
+    "invalid_tools",
+    "multiple_instances",
+    # conversation structure
+    "unknown_role",
+    "consecutive_roles",
+    "misplaced_system",
+    "no_assistant_turn",
+    "no_user_turn",
+    "internal_error",
+)
+
+_SHAPES: dict[str, str] = {
+    "messages": 'a "messages" (or "conversations") list of {"role", "content"} objects',
+    "sharegpt": 'a "conversations" (or "messages") list of {"from", "value"} objects',
+    "alpaca": '"instruction" + "output" (optional "input", "system", "history")',
+    "prompt-completion": '"prompt" + "completion"',
+}
+_ACCEPTED = "; ".join(f"{name}: {shape}" for name, shape in _SHAPES.items())
+
+_READER_FIXES: dict[str, str] = {
+    "invalid_json": "fix the JSON (each JSONL line must be one complete JSON object)",
+    "truncated_line": "the file looks cut off; re-export or re-download it",
+    "nan_literal": "write NaN/Infinity as null or a string",
+    "not_object": 'make each record an object, e.g. {"messages": [...]}',
+    "bad_encoding": "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    "read_error": "check that the file is complete (e.g. the gzip stream is intact)",
+}
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str] | None], Parsed]] = {
+    "messages": parse_messages,
+    "sharegpt": parse_sharegpt,
+    "alpaca": parse_alpaca,
+    "prompt-completion": parse_prompt_completion,
+}
+
+
+def normalize_conversations(
+    raw: RawRecord,
+    fmt: str = "auto",
+    role_map: Mapping[str, str] | None = None,
+    merge_consecutive: bool = False,
+) -> Conversation | Reject:
+    """Turn one RawRecord into a Conversation, or a Reject with a stable `reason` and a readable message.
+
+    Raises ConfigError only for an unknown `fmt` (a caller error, not bad data).
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    where = f"{raw.source_file}:{raw.line}"
+    if raw.error is not None:
+        kind, text = split_error(raw.error)
+        message = f"{where}: {text}; fix: {_READER_FIXES[kind]}"
+        return Reject(raw.source_file, raw.line, kind, message, raw.data, raw.raw_text)
+    try:
+        return _normalize(raw, fmt, role_map, merge_consecutive)
+    except Invalid as exc:
+        message = f"{where}: {exc.path}: {exc.detail}"
+        return Reject(raw.source_file, raw.line, exc.reason, message, raw.data, raw.raw_text)
+    except Exception as exc:  # never crash on data: report it
+        message = (
+            f"{where}: record: internal error while normalizing ({type(exc).__name__}: {exc}); "
+            "fix: this is a bug in sftprep, please report it with this record"
+        )
+        return Reject(raw.source_file, raw.line, "internal_error", message, raw.data, raw.raw_text)
+
+
+def detect_format(data: Mapping[str, Any]) -> str | None:
+    """The format of one record from its keys, or None when no known shape matches."""
+    kind = _chat_kind(data)
+    if kind is not None:
+        return "messages" if kind == "chat" else kind
+    if "instruction" in data:
+        return "alpaca"
+    if "prompt" in data and "completion" in data:
+        return "prompt-completion"
+    return None
+
+
+def _chat_kind(data: Mapping[str, Any]) -> str | None:
+    """ "sharegpt" / "messages" from the first message; "chat" when the list cannot tell."""
+    items = data.get("messages")
+    if items is None:
+        items = data.get("conversations")
+        if items is None:
+            return None
+    if isinstance(items, list) and items and isinstance(items[0], dict):
+        first = items[0]
+        if "from" in first or "value" in first:
+            return "sharegpt"
+        if "role" in first:
+            return "messages"
+    return "chat"
+
+
+def _forced_format(data: Mapping[str, Any], fmt: str) -> str:
+    if fmt in ("messages", "sharegpt"):
+        matches = _chat_kind(data) in (fmt, "chat")
+    elif fmt == "alpaca":
+        matches = "instruction" in data
+    else:
+        matches = "prompt" in data and "completion" in data
+    if matches:
+        return fmt
+    detected = detect_format(data)
+    got = f"a {detected} record" if detected else f"an object with keys {_keys(data)}"
+    raise invalid(
+        "format_mismatch",
+        "record",
+        f"{_SHAPES[fmt]} because --format {fmt} was given",
+        got,
+        "use --format auto to detect the format per record, or fix the data",
+    )
+
+
+def _keys(data: Mapping[str, Any]) -> str:
+    keys = list(data)
+    shown = ", ".join(map(str, keys[:20]))
+    return f"[{shown}{', ...' if len(keys) > 20 else ''}]"
+
+
+def _normalize(raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, merge_consecutive: bool) -> Conversation:
+    data = raw.data
+    if not isinstance(data, dict):
+        raise invalid("not_object", "record", "a JSON object", type(data).__name__, _READER_FIXES["not_object"])
+    if fmt == "auto":
+        detected = detect_format(data)
+        if detected is None:
+            raise invalid(
+                "unknown_format",
+                "record",
+                f"one of these shapes: {_ACCEPTED}",
+                f"an object with keys {_keys(data)}",
+                "convert the records to one of these shapes, or pass --format to force one",
+            )
+    else:
+        detected = _forced_format(data, fmt)
+    parsed = _PARSERS[detected](data, role_map)
+    messages = check_roles(parsed.messages, parsed.paths, merge_consecutive)
+    return Conversation(
+        messages=tuple(messages),
+        source_file=raw.source_file,
+        source_line=raw.line,
+        tools=parsed.tools,
+        source_format=detected,
+        raw_prompt=parsed.raw_prompt,
+        raw_completion=parsed.raw_completion,
+    )
+
+
+# ---------------------------------------------------------------------------- structure checks
+
+
+def check_roles(messages: list[Message], paths: list[str], merge_consecutive: bool) -> list[Message]:
+    """Check the role sequence; merge consecutive same-role messages when asked. Raises Invalid."""
+    if not messages:
+        raise invalid("empty_messages", "record", "at least one message", "none", "drop the record")
+    out: list[Message] = []
+    has_user = has_assistant = False
+    for message, path in zip(messages, paths, strict=True):
+        role = message.role
+        if out and role == out[-1].role and role != "tool":
+            if not merge_consecutive:
+                raise invalid(
+                    "consecutive_roles",
+                    path,
+                    f"roles to alternate (a {role} message after a {role} message)",
+                    f"two {role} messages in a row",
+                    "pass --merge-consecutive to join them with a blank line, or fix the data",
+                )
+            out[-1] = _merge(out[-1], message, path)
+            continue
+        if role == "system" and out:
+            raise invalid(
+                "misplaced_system",
+                path,
+                "a system message only as the first message",
+                f"one at position {len(out)}",
+                "move it to the start or drop it",
+            )
+        has_user = has_user or role == "user"
+        has_assistant = has_assistant or role == "assistant"
+        out.append(message)
+    if not has_assistant:
+        raise invalid(
+            "no_assistant_turn",
+            "record",
+            "at least one assistant message to train on",
+            f"roles {_roles(out)}",
+            "add the assistant's answer, or drop the record",
+        )
+    if not has_user:
+        raise invalid(
+            "no_user_turn",
+            "record",
+            "at least one user message",
+            f"roles {_roles(out)}",
+            "add the user's turn (or map a role to user with --role-map OLD=user), or drop the record",
+        )
+    return out
+
+
+def _roles(messages: list[Message]) -> str:
+    roles = [m.role for m in messages[:12]]
+    return "[" + ", ".join(roles) + (", ...]" if len(messages) > 12 else "]")
+
+
+def _merge(a: Message, b: Message, path: str) -> Message:
+    if a.weight != b.weight:
+        raise invalid(
+            "consecutive_roles",
+            path,
+            f"consecutive {a.role} messages with the same weight to merge them",
+            f"weights {a.weight} and {b.weight}",
+            "fix the data",
+        )
+    content = "\n\n".join(text for text in (a.full_content, b.full_content) if text)
+    reasoning = "\n".join(r for r in (a.reasoning, b.reasoning) if r) or None
+    return Message(
+        a.role,
+        content,
+        a.weight,
+        a.tool_calls + b.tool_calls,
+        reasoning,
+        a.name or b.name,
+        a.tool_call_id or b.tool_call_id,
+    )

@@ -1,0 +1,62 @@
+"""Options of `prepare`, shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sftprep.errors import ConfigError
+
+FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")
+SYSTEM_POLICIES = ("if-missing", "always", "replace", "never")
+MASKS = ("assistant", "last-turn", "split-turns", "none")
+TRUNCATIONS = ("drop", "right", "history")
+
+
+@dataclass
+class PrepareOptions:
+    inputs: list[str]
+    out_dir: str = "out"
+    tokenizer: str | None = None
+    template: str | None = None
+    template_name: str | None = None
+    template_vars: dict[str, Any] = field(default_factory=dict)
+    format: str = "auto"
+    role_map: dict[str, str] = field(default_factory=dict)
+    merge_consecutive: bool = False
+    system_prompt: str | None = None
+    system_policy: str = "if-missing"
+    mask: str = "assistant"
+    train_on_eos: bool = True
+    train_reasoning: bool = True
+    train_tool_calls: bool = True
+    max_length: int | None = None
+    truncation: str = "drop"
+    strict: bool = False
+    shard_size: int = 50_000
+    batch_size: int = 1_000
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        choices = {
+            "format": FORMATS,
+            "system_policy": SYSTEM_POLICIES,
+            "mask": MASKS,
+            "truncation": TRUNCATIONS,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"--max-length {self.max_length}: expected a positive number of tokens")
+        if not self.inputs:
+            raise ConfigError("no input files given: sftprep prepare INPUT... (JSONL or JSON, optionally .gz)")
+
+    def recorded(self) -> dict[str, Any]:
+        """The options as recorded in the manifest (output location excluded: it does not change data)."""
+        d = asdict(self)
+        for k in ("out_dir", "overwrite"):
+            d.pop(k)
+        return d

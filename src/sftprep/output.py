@@ -1,0 +1,105 @@
+"""Stage 7: Parquet shards (written as they fill), rejects.jsonl and manifest.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sftprep.types import Reject
+
+SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("source_file", pa.string()),
+        ("source_line", pa.int64()),
+        ("turn", pa.int32()),
+    ]
+)
+SHARD_PATTERN = "data-{:05d}.parquet"
+
+
+class ShardWriter:
+    """Buffers examples and writes `data-NNNNN.parquet` every `shard_size` examples."""
+
+    def __init__(self, out_dir: Path, shard_size: int = 50_000) -> None:
+        self.out_dir = out_dir
+        self.shard_size = shard_size
+        self.shards: list[str] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ids: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._files: list[str] = []
+        self._lines: list[int] = []
+        self._turns: list[int] = []
+
+    def add(self, input_ids: np.ndarray, labels: np.ndarray, source_file: str, line: int, turn: int) -> None:
+        self._ids.append(input_ids)
+        self._labels.append(labels)
+        self._files.append(source_file)
+        self._lines.append(line)
+        self._turns.append(turn)
+        if len(self._ids) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ids:
+            return
+        table = pa.Table.from_arrays(
+            [
+                _list_array(self._ids),
+                _list_array(self._labels),
+                pa.array(self._files, pa.string()),
+                pa.array(self._lines, pa.int64()),
+                pa.array(self._turns, pa.int32()),
+            ],
+            schema=SCHEMA,
+        )
+        name = SHARD_PATTERN.format(len(self.shards))
+        pq.write_table(table, self.out_dir / name, compression="zstd", write_statistics=False)
+        self.shards.append(name)
+        self._reset()
+
+
+def _list_array(rows: list[np.ndarray]) -> pa.ListArray:
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate(rows).astype(np.int32, copy=False) if rows else np.zeros(0, np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+class RejectWriter:
+    """rejects.jsonl: one line per rejected record (or dropped turn), with the original record."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def add(self, r: Reject, turn: int | None = None) -> None:
+        row: dict[str, Any] = {
+            "source_file": r.source_file,
+            "source_line": r.line,
+            "reason": r.reason,
+            "message": r.message,
+        }
+        if turn is not None:
+            row["turn"] = turn
+        if r.record is not None:
+            row["record"] = r.record
+        elif r.raw_text is not None:
+            row["raw_text"] = r.raw_text
+        self._f.write(json.dumps(row, ensure_ascii=False, allow_nan=True) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", "utf-8")

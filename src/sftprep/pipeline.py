@@ -1,0 +1,258 @@
+"""`prepare`: records -> normalize -> system prompt -> render -> encode -> labels -> truncate -> Parquet.
+
+Records are processed in batches (one Rust encode call per batch) and shards are written as they
+fill, so memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from sftprep.boundary_check import absorb_rstrip, check_boundaries
+from sftprep.build_loss_labels import Encoded, encode_and_label
+from sftprep.errors import ConfigError, StrictModeError
+from sftprep.manifest import Stats, build_manifest
+from sftprep.normalize_conversations import normalize_conversations
+from sftprep.options import PrepareOptions
+from sftprep.output import RejectWriter, ShardWriter, write_manifest
+from sftprep.records import iter_input_files, read_records
+from sftprep.render_chat_prompt import render_chat_prompt, split_turns
+from sftprep.system_prompt import maybe_add_system_prompt
+from sftprep.templates.base import ChatTemplate, RenderOptions
+from sftprep.templates.loader import load_template
+from sftprep.tokenizer import BPETokenizer
+from sftprep.truncation import drop_oldest_exchange, truncate_right
+from sftprep.types import Conversation, RawRecord, Reject, RenderedConversation, Span
+
+
+@dataclass
+class Prepared:
+    """One record's outcome: its examples, or the reason it has none."""
+
+    raw: RawRecord
+    conv: Conversation | None = None
+    units: list[RenderedConversation] = field(default_factory=list)
+    reject: Reject | None = None
+    encoded: list[Encoded] = field(default_factory=list)
+
+
+class Preparer:
+    """Holds the loaded tokenizer/template and turns batches of records into examples."""
+
+    def __init__(self, opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> None:
+        self.opts = opts
+        self.tok = tok
+        self.template = template
+        self.ropts = RenderOptions(
+            bos_token=tok.bos_token or "",
+            eos_token=tok.eos_token or "",
+            train_on_eos=opts.train_on_eos,
+            train_reasoning=opts.train_reasoning,
+            train_tool_calls=opts.train_tool_calls,
+            template_vars=opts.template_vars,
+        )
+        self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
+        self.stats = Stats()
+
+    # -- per record ------------------------------------------------------------------------------
+    def render_record(self, raw: RawRecord) -> Prepared:
+        opts = self.opts
+        conv = normalize_conversations(raw, opts.format, opts.role_map, opts.merge_consecutive)
+        if isinstance(conv, Reject):
+            return Prepared(raw, reject=conv)
+        conv = maybe_add_system_prompt(conv, opts.system_prompt, opts.system_policy)
+        return self._render(Prepared(raw, conv=conv))
+
+    def _render(self, p: Prepared) -> Prepared:
+        assert p.conv is not None
+        units = render_chat_prompt(p.conv, self.template, self.ropts, self.opts.mask)
+        if isinstance(units, Reject):
+            p.reject, p.units = units, []
+            return p
+        for u in units:
+            problem = self._mark_special(u)
+            if problem is not None:
+                p.reject, p.units = problem, []
+                return p
+            absorb_rstrip(u, self.rstrip_tokens)
+        p.units = units
+        return p
+
+    def _mark_special(self, r: RenderedConversation) -> Reject | None:
+        """Record where message content spells an added token (encoded as plain text later)."""
+        found: list[Span] = []
+        for msg, span in zip(r.conversation.messages, r.message_spans):
+            if not self.tok.find_special(msg.full_content):
+                continue
+            if span is None:
+                c = r.conversation
+                return Reject(
+                    c.source_file,
+                    c.source_line,
+                    "special_token_in_content",
+                    f"{c.source_file}:{c.source_line}: a {msg.role} message spells a special token and "
+                    "the template transforms its text, so it cannot be encoded as plain text",
+                )
+            found.extend(
+                Span(span.start + a, span.start + b) for a, b in self.tok.find_special(r.text[span.start : span.end])
+            )
+        r.special_in_content = found
+        return None
+
+    # -- per batch -------------------------------------------------------------------------------
+    def process(self, raws: list[RawRecord]) -> list[Prepared]:
+        prepared = [self.render_record(raw) for raw in raws]
+        self._encode(prepared)
+        for p in prepared:
+            if p.reject is None:
+                self._finish(p)
+        return prepared
+
+    def _encode(self, prepared: list[Prepared]) -> None:
+        owners = [(p, u) for p in prepared for u in p.units]
+        encoded = encode_and_label([u for _, u in owners], self.tok, self.opts.mask == "none")
+        ok, merges = check_boundaries(encoded, self.tok)
+        self.stats.boundary_merges += merges
+        resplit = [(p, u) for (p, u), good in zip(owners, ok) if not good]
+        if resplit:
+            self.stats.split_for_tokenization += len({id(p) for p, _ in resplit})
+            extra = [(p, s) for p, u in resplit for s in split_turns(u)]
+            re_encoded = encode_and_label([s for _, s in extra], self.tok, self.opts.mask == "none")
+        else:
+            extra, re_encoded = [], []
+        by_owner: dict[int, list[Encoded]] = {}
+        bad = {id(u) for _, u in resplit}
+        for (p, u), e in zip(owners, encoded):
+            if id(u) not in bad:
+                by_owner.setdefault(id(p), []).append(e)
+        for (p, _), e in zip(extra, re_encoded):
+            by_owner.setdefault(id(p), []).append(e)
+        for p in prepared:
+            p.encoded = by_owner.get(id(p), [])
+
+    def _finish(self, p: Prepared) -> None:
+        """Truncate, and drop examples without a trainable token."""
+        kept: list[Encoded] = []
+        reasons: list[str] = []
+        for e in p.encoded:
+            e2, reason = self._fit(p, e)
+            if e2 is None:
+                reasons.append(reason)
+            else:
+                kept.append(e2)
+        p.encoded = kept
+        if not kept:
+            reason = reasons[0] if reasons else "no_trainable_tokens"
+            p.reject = Reject(p.raw.source_file, p.raw.line, reason, _explain(reason, p, self.opts), record=p.raw.data)
+        else:
+            self.stats.dropped_examples.update(reasons)
+
+    def _fit(self, p: Prepared, e: Encoded) -> tuple[Encoded | None, str]:
+        max_len = self.opts.max_length
+        if max_len is not None and len(e.input_ids) > max_len:
+            if self.opts.truncation == "drop":
+                return None, "too_long"
+            if self.opts.truncation == "history":
+                e2 = self._drop_history(p, e)
+                if e2 is None:
+                    return None, "too_long"
+                e = e2
+            else:
+                e = truncate_right(e, max_len)
+            self.stats.truncated += 1
+        if e.num_trainable == 0:
+            return None, "no_trainable_tokens"
+        return e, ""
+
+    def _drop_history(self, p: Prepared, e: Encoded) -> Encoded | None:
+        conv = e.rendered.conversation
+        max_len = self.opts.max_length or 0
+        while True:
+            shorter = drop_oldest_exchange(conv)
+            if shorter is None:
+                return None
+            conv = shorter
+            q = self._render(Prepared(p.raw, conv=conv))
+            if q.reject is not None:
+                return None
+            self._encode([q])
+            if len(q.encoded) == 1 and len(q.encoded[0].input_ids) <= max_len:
+                return q.encoded[0]
+
+
+def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:
+    where = f"{p.raw.source_file}:{p.raw.line}"
+    if reason == "too_long":
+        return (
+            f"{where}: longer than --max-length {opts.max_length} tokens with --truncation "
+            f"{opts.truncation}; fix: raise --max-length or use --truncation right|history"
+        )
+    return (
+        f"{where}: no trainable token left (mask {opts.mask!r}, message weights, truncation); "
+        "an example without trainable tokens is never emitted"
+    )
+
+
+def batched(it: Iterable[RawRecord], n: int) -> Iterator[list[RawRecord]]:
+    iterator = iter(it)
+    while chunk := list(islice(iterator, n)):
+        yield chunk
+
+
+def load_components(opts: PrepareOptions) -> tuple[BPETokenizer, ChatTemplate]:
+    tok = BPETokenizer.load(opts.tokenizer)
+    fallback = tok.default_template or "chatml"
+    template = load_template(opts.template, tok.chat_template, tok.added_tokens, opts.template_name, fallback)
+    return tok, template
+
+
+def prepare(opts: PrepareOptions) -> dict:
+    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json)."""
+    opts.validate()
+    files = iter_input_files(opts.inputs)
+    tok, template = load_components(opts)
+    out = Path(opts.out_dir)
+    if out.exists() and not opts.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    preparer = Preparer(opts, tok, template)
+    shards = ShardWriter(tmp, opts.shard_size)
+    rejects = RejectWriter(tmp / "rejects.jsonl")
+    try:
+        for path in files:
+            for batch in batched(read_records(path), opts.batch_size):
+                _write_batch(preparer, preparer.process(batch), shards, rejects, opts.strict)
+        shards.flush()
+    finally:
+        rejects.close()
+    manifest = build_manifest(opts, tok, template, preparer.stats, shards.shards)
+    write_manifest(tmp / "manifest.json", manifest)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return manifest
+
+
+def _write_batch(
+    preparer: Preparer, prepared: list[Prepared], shards: ShardWriter, rejects: RejectWriter, strict: bool
+) -> None:
+    stats = preparer.stats
+    for p in prepared:
+        stats.read(p.raw.source_file)
+        if p.reject is not None:
+            if strict:
+                raise StrictModeError(p.reject)
+            rejects.add(p.reject)
+            stats.rejected(p.raw.source_file, p.reject.reason)
+            continue
+        stats.count_record(p)
+        for e in p.encoded:
+            shards.add(e.input_ids, e.labels, p.raw.source_file, p.raw.line, e.rendered.turn)
+            stats.example(p.raw.source_file, e)

@@ -1,0 +1,291 @@
+"""Reading input files into `RawRecord`s.
+
+Accepted files: JSONL (one object per line), a JSON array of objects, a single pretty-printed JSON
+object, and any of these gzipped (detected by the gzip magic bytes, not only the `.gz` suffix).
+A line or element that cannot be used becomes a `RawRecord` with `error` set and the read goes on.
+
+`RawRecord.error` starts with an error kind and ": " (see `ERROR_KINDS`), so the normalize stage
+can turn it into a stable reject reason with `split_error`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sftprep.errors import InputError
+from sftprep.types import RawRecord
+
+ERR_INVALID_JSON = "invalid_json"
+ERR_TRUNCATED = "truncated_line"
+ERR_NAN = "nan_literal"
+ERR_NOT_OBJECT = "not_object"
+ERR_ENCODING = "bad_encoding"
+ERR_READ = "read_error"
+ERROR_KINDS: tuple[str, ...] = (
+    ERR_INVALID_JSON,
+    ERR_TRUNCATED,
+    ERR_NAN,
+    ERR_NOT_OBJECT,
+    ERR_ENCODING,
+    ERR_READ,
+)
+
+MAX_RAW_TEXT = 2000
+_BOM = b"\xef\xbb\xbf"
+_GZIP_MAGIC = b"\x1f\x8b"
+_WHITESPACE = b" \t\r\n"
+_EXPECTED = "a JSONL file (one JSON object per line) or a JSON array of objects, optionally gzipped"
+_NAN_MESSAGE = "NaN/Infinity is not valid JSON"
+
+
+class _NanError(ValueError):
+    pass
+
+
+class _NanMarker:
+    """Stands in for NaN/Infinity while parsing a whole document, so one bad element can be found."""
+
+
+_NAN = _NanMarker()
+
+
+def split_error(error: str) -> tuple[str, str]:
+    """Split a `RawRecord.error` into (kind, text); unknown prefixes get the kind "read_error"."""
+    kind, sep, text = error.partition(": ")
+    if sep and kind in ERROR_KINDS:
+        return kind, text
+    return ERR_READ, error
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def _path_problem(path: str | Path) -> str | None:
+    given = str(path)
+    p = Path(path)
+    if not p.exists():
+        return f"input {given!r} does not exist; expected {_EXPECTED}; fix: check the path and spelling"
+    if p.is_dir():
+        return (
+            f"input {given!r} is a directory; expected {_EXPECTED}; "
+            f"fix: pass the files inside it, e.g. {given.rstrip('/')}/*.jsonl"
+        )
+    try:
+        with p.open("rb"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        return f"input {given!r} cannot be read ({reason}); expected {_EXPECTED}; fix: check its permissions"
+    return None
+
+
+def check_input_path(path: str | Path) -> Path:
+    """Return `path` as a Path, or raise InputError saying what is wrong with it."""
+    problem = _path_problem(path)
+    if problem:
+        raise InputError(problem)
+    return Path(path)
+
+
+def iter_input_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Validate every input path up front; raise one InputError listing every bad one."""
+    given = list(paths)
+    if not given:
+        raise InputError(f"no input files given; expected one or more paths to {_EXPECTED}")
+    problems = [msg for msg in map(_path_problem, given) if msg]
+    if problems:
+        raise InputError("\n".join(problems))
+    return [Path(p) for p in given]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def read_records(path: str | Path) -> Iterator[RawRecord]:
+    """Yield one RawRecord per JSONL line / array element. Raises InputError for a bad path (eagerly)."""
+    p = check_input_path(path)
+    return _iter_records(p, str(path))
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if magic == _GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _first_significant_byte(f: IO[bytes]) -> bytes:
+    """The first byte that is not whitespace (after a BOM); b"" for an empty file. Rewinds `f`."""
+    first = True
+    try:
+        while True:
+            chunk = f.read(65536)
+            if not chunk:
+                return b""
+            if first and chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+            first = False
+            rest = chunk.lstrip(_WHITESPACE)
+            if rest:
+                return rest[:1]
+    finally:
+        f.seek(0)
+
+
+def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
+    lines_read = [0]  # updated by _iter_jsonl, so a read error can say where it happened
+    with _open_binary(path) as f:
+        try:
+            kind = _first_significant_byte(f)
+            if not kind:
+                return
+            if kind == b"[":
+                yield from _iter_document(f.read(), source)
+            else:
+                yield from _iter_jsonl(f, source, lines_read)
+        except (OSError, EOFError, zlib.error) as exc:
+            line = lines_read[0] + 1
+            msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
+            yield RawRecord(source, line, error=f"{ERR_READ}: {msg}")
+
+
+def _error(source: str, line: int, kind: str, message: str, raw_text: str | None) -> RawRecord:
+    return RawRecord(source, line, error=f"{kind}: {message}", raw_text=raw_text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NanError(name)
+
+
+def _iter_jsonl(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawRecord]:
+    offset = 0
+    lineno = 0
+    seen_content = False
+    for raw in f:
+        lineno += 1
+        lines_read[0] = lineno
+        line_offset = offset
+        offset += len(raw)
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if not raw or raw.isspace():
+            continue
+        if not seen_content:
+            seen_content = True
+            if len(raw) < 16 and raw.strip() == b"{":
+                # A pretty-printed single JSON object, not JSONL: parse the whole file as one document.
+                f.seek(0)
+                yield from _iter_document(f.read(), source)
+                return
+        yield _parse_line(raw, lineno, line_offset, source)
+
+
+def _parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _encoding_error(raw, exc, lineno, file_offset, source)
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except _NanError as exc:
+        return _error(source, lineno, ERR_NAN, f"{_NAN_MESSAGE} (found {exc})", text[:MAX_RAW_TEXT])
+    except json.JSONDecodeError as exc:
+        if not raw.endswith(b"\n"):
+            msg = f"truncated last line (no trailing newline): {exc.msg} at column {exc.colno}"
+            return _error(source, lineno, ERR_TRUNCATED, msg, text[:MAX_RAW_TEXT])
+        msg = f"invalid JSON: {exc.msg} at column {exc.colno}"
+        return _error(source, lineno, ERR_INVALID_JSON, msg, text[:MAX_RAW_TEXT])
+    except RecursionError:
+        return _error(source, lineno, ERR_INVALID_JSON, "JSON nested too deeply", text[:MAX_RAW_TEXT])
+    if not isinstance(data, dict):
+        msg = f"expected a JSON object, got {json_type_name(data)}"
+        return _error(source, lineno, ERR_NOT_OBJECT, msg, text[:MAX_RAW_TEXT])
+    return RawRecord(source, lineno, data=data)
+
+
+def _encoding_error(
+    raw: bytes, exc: UnicodeDecodeError, lineno: int, file_offset: int, source: str, what: str = "line"
+) -> RawRecord:
+    bad = raw[exc.start : exc.start + 1].hex()
+    where = f"byte offset {exc.start} of the {what}"
+    if what == "line":
+        where += f" (offset {file_offset + exc.start} in the file)"
+    msg = f"{what} is not valid UTF-8: byte 0x{bad} at {where}"
+    text = raw[: MAX_RAW_TEXT * 4].decode("utf-8", errors="replace")[:MAX_RAW_TEXT]
+    return _error(source, lineno, ERR_ENCODING, msg, text)
+
+
+def _iter_document(data: bytes, source: str) -> Iterator[RawRecord]:
+    """A whole-file JSON document: an array of objects (one record each) or a single object."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield _encoding_error(data, exc, 1, 0, source, what="file")
+        return
+    found: list[str] = []
+
+    def on_constant(name: str) -> _NanMarker:
+        found.append(name)
+        return _NAN
+
+    try:
+        value = json.loads(text, parse_constant=on_constant)
+    except json.JSONDecodeError as exc:
+        start = max(0, exc.pos - MAX_RAW_TEXT // 2)
+        msg = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        yield _error(source, 1, ERR_INVALID_JSON, msg, text[start : start + MAX_RAW_TEXT])
+        return
+    except RecursionError:
+        yield _error(source, 1, ERR_INVALID_JSON, "JSON nested too deeply", text[:MAX_RAW_TEXT])
+        return
+    items = value if isinstance(value, list) else [value]
+    for index, item in enumerate(items, 1):
+        yield _document_item(item, index, source, bool(found))
+
+
+def _document_item(item: Any, index: int, source: str, maybe_nan: bool) -> RawRecord:
+    if maybe_nan and _contains_nan(item):
+        return _error(source, index, ERR_NAN, _NAN_MESSAGE, _snippet(item))
+    if not isinstance(item, dict):
+        msg = f"expected a JSON object, got {json_type_name(item)}"
+        return _error(source, index, ERR_NOT_OBJECT, msg, _snippet(item))
+    return RawRecord(source, index, data=item)
+
+
+def _contains_nan(value: Any) -> bool:
+    if value is _NAN:
+        return True
+    if isinstance(value, dict):
+        return any(_contains_nan(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_contains_nan(v) for v in value)
+    return False
+
+
+def _snippet(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda _: "NaN")[:MAX_RAW_TEXT]
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a parsed value's type (string, number, array, object, null, boolean)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,183 @@
+"""BPETokenizer: HF `tokenizers` (Rust) with offsets, loaded from a tokenizer.json, a HF tokenizer
+directory, a `.tiktoken` rank file, or the embedded default."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Encoding, Tokenizer
+
+from sftprep.errors import ConfigError
+
+DEFAULT_TOKENIZER = "default"
+
+
+def default_tokenizer_dir() -> Path:
+    return Path(str(resources.files("sftprep").joinpath("data", "default_tokenizer")))
+
+
+@dataclass
+class BPETokenizer:
+    tokenizer: Tokenizer
+    path: str
+    sha256: str
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    chat_template: str | list[Any] | None = None
+    default_template: str | None = None  # a built-in template name recorded by `sftprep tokenizer train`
+    config: dict[str, Any] = field(default_factory=dict)
+
+    # -- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> BPETokenizer:
+        if path is None or str(path) == DEFAULT_TOKENIZER:
+            return cls._load_dir(default_tokenizer_dir())
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(
+                f"--tokenizer {path}: no such file or directory; give a tokenizer.json, "
+                "a tokenizer directory, a .tiktoken file, or omit it for the embedded default"
+            )
+        if p.is_dir():
+            return cls._load_dir(p)
+        if p.suffix == ".tiktoken":
+            from sftprep.tiktoken_convert import load_tiktoken
+
+            tok, specials = load_tiktoken(p)
+            return cls(tok, str(p), _sha256(p), eos_token=specials.get("eos"), pad_token=specials.get("eos"))
+        config_path = p.with_name("tokenizer_config.json")
+        return cls._build(p, config_path if config_path.is_file() else None)
+
+    @classmethod
+    def _load_dir(cls, d: Path) -> BPETokenizer:
+        tj = d / "tokenizer.json"
+        if tj.is_file():
+            cfg = d / "tokenizer_config.json"
+            tok = cls._build(tj, cfg if cfg.is_file() else None)
+            if tok.chat_template is None:
+                tok.chat_template = _template_beside(d)
+            return tok
+        tiktoken_files = sorted(d.glob("*.tiktoken"))
+        if tiktoken_files:
+            return cls.load(tiktoken_files[0])
+        raise ConfigError(
+            f"--tokenizer {d}: the directory has no tokenizer.json or *.tiktoken file "
+            "(SentencePiece .model files are not supported: convert with transformers first)"
+        )
+
+    @classmethod
+    def _build(cls, tokenizer_json: Path, config_path: Path | None) -> BPETokenizer:
+        try:
+            tok = Tokenizer.from_file(str(tokenizer_json))
+        except Exception as e:  # the Rust error is the useful part
+            raise ConfigError(f"--tokenizer {tokenizer_json}: cannot load: {e}") from e
+        cfg: dict[str, Any] = {}
+        if config_path is not None:
+            try:
+                cfg = json.loads(config_path.read_text(encoding="utf-8"))
+            except ValueError as e:
+                raise ConfigError(f"{config_path}: invalid JSON: {e}") from e
+        return cls(
+            tok,
+            str(tokenizer_json.parent if tokenizer_json.name == "tokenizer.json" else tokenizer_json),
+            _sha256(tokenizer_json),
+            bos_token=_token_str(cfg.get("bos_token")),
+            eos_token=_token_str(cfg.get("eos_token")),
+            pad_token=_token_str(cfg.get("pad_token")),
+            chat_template=cfg.get("chat_template"),
+            default_template=cfg.get("sftprep_template"),
+            config=cfg,
+        )
+
+    # -- vocabulary ------------------------------------------------------------------------------
+    @cached_property
+    def added_tokens(self) -> tuple[str, ...]:
+        """Strings the tokenizer parses atomically (special or not)."""
+        return tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values())
+
+    @cached_property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset(self.tokenizer.get_added_tokens_decoder())
+
+    @cached_property
+    def _special_re(self) -> re.Pattern[str] | None:
+        toks = sorted((t for t in self.added_tokens if t), key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, toks))) if toks else None
+
+    def find_special(self, text: str) -> list[tuple[int, int]]:
+        """Where `text` spells an added token (to encode those places as plain text)."""
+        if self._special_re is None:
+            return []
+        return [m.span() for m in self._special_re.finditer(text)]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def token_to_id(self, token: str | None) -> int | None:
+        return None if token is None else self.tokenizer.token_to_id(token)
+
+    @property
+    def pad_id(self) -> int:
+        for t in (self.pad_token, self.eos_token):
+            tid = self.token_to_id(t)
+            if tid is not None:
+                return tid
+        return 0
+
+    # -- encoding --------------------------------------------------------------------------------
+    def encode_batch(self, texts: list[str]) -> list[Encoding]:
+        """Encode without adding special tokens (templates render bos themselves, as HF does)."""
+        return self.tokenizer.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+
+    def encode_batch_offsets(self, texts: list[str]) -> list[Encoding]:
+        return self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+
+    @cached_property
+    def _plain(self) -> Tokenizer:
+        plain = Tokenizer.from_str(self.tokenizer.to_str())
+        plain.encode_special_tokens = True
+        return plain
+
+    def encode_plain_batch(self, texts: list[str]) -> list[Encoding]:
+        """Encode with added-token strings treated as ordinary text."""
+        return self._plain.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def _token_str(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _template_beside(d: Path) -> str | None:
+    jinja = d / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    js = d / "chat_template.json"
+    if js.is_file():
+        value = json.loads(js.read_text(encoding="utf-8")).get("chat_template")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

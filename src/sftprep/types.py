@@ -1,0 +1,153 @@
+"""Typed data objects passed between the pipeline stages (data flows one way).
+
+records -> RawRecord -> Conversation -> RenderedConversation -> Example
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+IGNORE_INDEX = -100
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as read from an input file, before any interpretation.
+
+    `line` is the 1-based line of a JSONL file or the 1-based index in a JSON array.
+    Exactly one of `data` and `error` is set: `error` when the record could not even be parsed.
+    """
+
+    source_file: str
+    line: int
+    data: Any = None
+    error: str | None = None
+    raw_text: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """An assistant tool call. `arguments` keeps what the data had (a JSON string or an object)."""
+
+    name: str
+    arguments: Any
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One canonical message.
+
+    `weight` is 1 (train) or 0 (don't); None means "the mask mode decides".
+    `input` is set only for Alpaca records (the optional `input` field), so templates that
+    have a with-input variant can render it; for all other templates the user text is
+    `full_content` (content, blank line, input).
+    """
+
+    role: Role
+    content: str
+    weight: float | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: str | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    input: str | None = None
+
+    @property
+    def full_content(self) -> str:
+        if self.input:
+            return f"{self.content}\n\n{self.input}"
+        return self.content
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A canonical conversation, with where it came from."""
+
+    messages: tuple[Message, ...]
+    source_file: str
+    source_line: int
+    tools: tuple[Any, ...] | None = None
+    source_format: str = "messages"
+    # Verbatim prompt/completion records: render as prompt + completion with no template.
+    raw_prompt: str | None = None
+    raw_completion: str | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record that did not become an example, and why."""
+
+    source_file: str
+    line: int
+    reason: str  # short machine-readable key, e.g. "invalid_json", "no_assistant_turn"
+    message: str  # human sentence: field path, what was expected, the fix or flag
+    record: Any = None
+    raw_text: str | None = None
+
+    def location(self) -> str:
+        return f"{self.source_file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class TurnSpan:
+    """A trainable region of the rendered text: what the model generates for one assistant turn.
+
+    `start` is where the generation prompt ends (the end of the text the model sees at inference),
+    `end` is after the end-of-turn marker. `content` is the message's own content inside it.
+    `trained` is False for assistant turns that the mask mode or the message weight excludes.
+    """
+
+    message_index: int
+    assistant_index: int
+    start: int
+    end: int
+    content: Span
+    trained: bool = True
+
+
+@dataclass
+class RenderedConversation:
+    """The rendered text plus the character spans of every message and every trainable region."""
+
+    text: str
+    message_spans: list[Span | None]
+    turns: list[TurnSpan]
+    conversation: Conversation
+    # character positions where a special-token string appears inside message content
+    # (encoded as plain text, never as the special token)
+    special_in_content: list[Span] = field(default_factory=list)
+    # the assistant turn this text was rendered for (one example per turn), -1 for the whole conversation
+    turn: int = -1
+
+    @property
+    def trained_turns(self) -> list[TurnSpan]:
+        return [t for t in self.turns if t.trained]
+
+
+@dataclass
+class Example:
+    """One training example, ready to write."""
+
+    input_ids: list[int]
+    labels: list[int]
+    source_file: str
+    source_line: int
+    turn: int = -1
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
