@@ -42,11 +42,11 @@ class Invalid(Exception):
         self.detail = detail
 
 
-def invalid(reason: str, path: str, expected: str, got: str, fix: str = "fix the data") -> Invalid:
+def invalid(reason: str, path: str, expected: str, got: str, fix: str = "correct the record") -> Invalid:
     return Invalid(reason, path, f"expected {expected}, got {got}; fix: {fix}")
 
 
-def wrong_type(path: str, expected: str, value: Any, fix: str = "fix the data") -> Invalid:
+def wrong_type(path: str, expected: str, value: Any, fix: str = "give the field the expected type") -> Invalid:
     return invalid("wrong_type", path, expected, json_type_name(value), fix)
 
 

@@ -148,7 +148,7 @@ def _forced_format(data: Mapping[str, Any], fmt: str) -> str:
     if matches:
         return fmt
     detected = detect_format(data)
-    got = f"a {detected} record" if detected else f"an object with keys {_keys(data)}"
+    got = f"a record in {detected} format" if detected else f"an object with keys {_keys(data)}"
     raise invalid(
         "format_mismatch",
         "record",
@@ -209,8 +209,8 @@ def check_roles(messages: list[Message], paths: list[str], merge_consecutive: bo
                 raise invalid(
                     "consecutive_roles",
                     path,
-                    f"roles to alternate (a {role} message after a {role} message)",
-                    f"two {role} messages in a row",
+                    "a different role than the previous message (roles alternate)",
+                    f"a second {role} message in a row",
                     "pass --merge-consecutive to join them with a blank line, or fix the data",
                 )
             out[-1] = _merge(out[-1], message, path)

@@ -52,7 +52,7 @@ def maybe_add_system_prompt(conv: Conversation, system_prompt: str | None, polic
     Without a prompt, every policy but "never" returns `conv` unchanged.
     """
     if policy not in POLICIES:
-        raise ConfigError(f"unknown system prompt policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        raise ConfigError(f"unknown --system-policy {policy!r}; expected one of {', '.join(POLICIES)}")
     messages = conv.messages
     if policy == "never":
         if not any(m.role == "system" for m in messages):

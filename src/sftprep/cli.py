@@ -1,0 +1,140 @@
+"""The `sftprep` command line, built from typed functions.
+
+Exit codes: 0 success (rejected records are reported, not fatal); 1 internal error (a bug: please
+report); 2 bad input or options (missing/unreadable input, unknown template, --strict and a record
+was rejected, OUT_DIR exists without --overwrite).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sftprep.errors import SftprepError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Tokenizer utilities.")
+app.add_typer(tokenizer_app, name="tokenizer")
+err = Console(stderr=True)
+out = Console()
+
+
+def _parse_pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{flag} {v!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+@app.command()
+def prepare(
+    inputs: Annotated[list[Path], typer.Argument(help="JSONL or JSON files (optionally .gz).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Output directory.")] = Path("out"),
+    tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json, HF dir, .tiktoken, or default.")] = None,
+    template: Annotated[str | None, typer.Option(help="Built-in name, .jinja, tokenizer_config.json or dir.")] = None,
+    template_name: Annotated[str | None, typer.Option(help="Pick a named template from a list.")] = None,
+    template_var: Annotated[list[str], typer.Option(help="Extra template variable KEY=VALUE.")] = [],  # noqa: B006
+    format: Annotated[str, typer.Option(help="auto|messages|sharegpt|alpaca|prompt-completion")] = "auto",
+    role_map: Annotated[list[str], typer.Option(help="Map a role: OLD=NEW (repeatable).")] = [],  # noqa: B006
+    merge_consecutive: Annotated[bool, typer.Option(help="Merge consecutive same-role turns.")] = False,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt TEXT or @file.")] = None,
+    system_policy: Annotated[str, typer.Option(help="if-missing|always|replace|never")] = "if-missing",
+    mask: Annotated[str, typer.Option(help="assistant|last-turn|split-turns|none")] = "assistant",
+    train_on_eos: Annotated[bool, typer.Option(help="Train the end-of-turn marker.")] = True,
+    train_reasoning: Annotated[bool, typer.Option(help="Train reasoning (think) text.")] = True,
+    train_tool_calls: Annotated[bool, typer.Option(help="Train assistant turns that call tools.")] = True,
+    max_length: Annotated[int | None, typer.Option(help="Maximum tokens per example.")] = None,
+    truncation: Annotated[str, typer.Option(help="drop|right|history")] = "drop",
+    strict: Annotated[bool, typer.Option(help="Exit 2 at the first rejected record.")] = False,
+    shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
+    from sftprep.options import PrepareOptions
+    from sftprep.pipeline import prepare as run
+    from sftprep.summary import print_summary
+    from sftprep.system_prompt import load_system_prompt
+
+    opts = PrepareOptions(
+        inputs=[str(p) for p in inputs],
+        out_dir=str(out_dir),
+        tokenizer=tokenizer,
+        template=template,
+        template_name=template_name,
+        template_vars=_parse_pairs(template_var, "--template-var"),
+        format=format,
+        role_map=_parse_pairs(role_map, "--role-map"),
+        merge_consecutive=merge_consecutive,
+        system_prompt=load_system_prompt(system_prompt) if system_prompt else None,
+        system_policy=system_policy,
+        mask=mask,
+        train_on_eos=train_on_eos,
+        train_reasoning=train_reasoning,
+        train_tool_calls=train_tool_calls,
+        max_length=max_length,
+        truncation=truncation,
+        strict=strict,
+        shard_size=shard_size,
+        overwrite=overwrite,
+    )
+    manifest = run(opts)
+    if not quiet:
+        print_summary(manifest, out_dir, out)
+
+
+@app.command()
+def inspect(
+    out_dir: Annotated[Path, typer.Argument(help="A directory written by `sftprep prepare`.")],
+    index: Annotated[int, typer.Option(help="Example index.")] = 0,
+) -> None:
+    """Show one example's tokens: trained and masked in two colours, boundaries and roles visible."""
+    from sftprep.inspect import show_example
+
+    show_example(out_dir, index, out)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    files: Annotated[list[Path], typer.Argument(help="Conversation files (any supported format).")],
+    vocab_size: Annotated[int, typer.Option(help="Vocabulary size.")] = 8192,
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the tokenizer.")] = Path("tok"),
+    template: Annotated[str, typer.Option(help="Built-in template whose markers become special tokens.")] = "chatml",
+    min_frequency: Annotated[int, typer.Option(help="Minimum pair frequency.")] = 2,
+) -> None:
+    """Train a byte-level BPE over the rendered conversations (template markers as special tokens)."""
+    from sftprep.tokenizer_corpus import train_from_files
+
+    path = train_from_files([str(f) for f in files], vocab_size, out_dir, template, min_frequency)
+    out.print(f"[green]wrote[/] {path}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except SftprepError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""`sftprep inspect`: one example's tokens with trained/masked colours, boundaries and role labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.text import Text
+
+from sftprep.api import read_manifest
+from sftprep.errors import ConfigError
+from sftprep.types import IGNORE_INDEX
+
+TRAINED = ("bold black on green3", "bold black on dark_olive_green2")
+MASKED = ("grey85 on grey23", "grey85 on grey35")
+
+
+@dataclass
+class TokenView:
+    id: int
+    trained: bool
+    text: str
+    role: str
+
+
+def read_example(out_dir: Path, index: int) -> dict[str, Any]:
+    manifest = read_manifest(out_dir)
+    seen = 0
+    for name in manifest["shards"]:
+        pf = pq.ParquetFile(out_dir / name)
+        n = pf.metadata.num_rows
+        if index < seen + n:
+            return pf.read().slice(index - seen, 1).to_pylist()[0]
+        seen += n
+    raise ConfigError(f"--index {index}: {out_dir} has {seen} examples (0..{seen - 1})")
+
+
+def token_views(out_dir: Path, row: dict[str, Any]) -> list[TokenView]:
+    """Tokens with their text and role, re-deriving roles by re-rendering the source record."""
+    from sftprep.tokenizer import BPETokenizer
+
+    manifest = read_manifest(out_dir)
+    tok = BPETokenizer.load(manifest["tokenizer"]["path"])
+    ids, labels = row["input_ids"], row["labels"]
+    spans = _token_spans(manifest, row, tok)
+    views = []
+    for k, (i, lab) in enumerate(zip(ids, labels)):
+        text, role = spans[k] if spans is not None else (tok.decode([i]), "")
+        views.append(TokenView(i, lab != IGNORE_INDEX, text, role))
+    return views
+
+
+def _token_spans(manifest: dict[str, Any], row: dict[str, Any], tok: Any) -> list[tuple[str, str]] | None:
+    """(text, role) per token from a fresh render of the record; None if the source is unavailable."""
+    from sftprep.options import PrepareOptions
+    from sftprep.pipeline import Preparer, load_components
+    from sftprep.records import read_records
+
+    src = Path(row["source_file"])
+    if not src.is_file():
+        return None
+    raw = next((r for r in read_records(src) if r.line == row["source_line"]), None)
+    if raw is None:
+        return None
+    opts = PrepareOptions(**manifest["options"])
+    tok2, template = load_components(opts)
+    prepared = Preparer(opts, tok2, template).process([raw])[0]
+    match = [e for e in prepared.encoded if e.input_ids.tolist() == row["input_ids"]]
+    if not match:
+        return None
+    e = match[0]
+    r = e.rendered
+    out: list[tuple[str, str]] = []
+    for piece, piece_ids in zip(e.pieces, e.piece_ids):
+        enc = (tok2.encode_batch_offsets([r.text[piece.start : piece.end]]) or [None])[0]
+        offsets = enc.offsets if enc is not None and len(enc.ids) == len(piece_ids) else None
+        for k in range(len(piece_ids)):
+            a, b = offsets[k] if offsets else (0, 0)
+            text = r.text[piece.start + a : piece.start + b] if offsets else tok.decode([int(piece_ids[k])])
+            out.append((text or tok.decode([int(piece_ids[k])]), _role_at(r, piece.start + a)))
+    return out
+
+
+def _role_at(r: Any, pos: int) -> str:
+    for t in r.turns:
+        if t.start <= pos < t.end:
+            return "assistant"
+    for msg, span in zip(r.conversation.messages, r.message_spans):
+        if span is not None and span.start <= pos < span.end:
+            return msg.role
+    return "template"
+
+
+def render_tokens(views: list[TokenView]) -> Text:
+    text = Text()
+    role = None
+    for k, v in enumerate(views):
+        if v.role and v.role != role:
+            text.append(f" [{v.role}] ", style="bold magenta")
+            role = v.role
+        shown = v.text.replace("\n", "↵\n").replace("\t", "⇥")
+        style = (TRAINED if v.trained else MASKED)[k % 2]
+        text.append(shown, style=style)
+    return text
+
+
+def show_example(out_dir: Path, index: int, console: Console) -> None:
+    row = read_example(out_dir, index)
+    views = token_views(out_dir, row)
+    n_trained = sum(v.trained for v in views)
+    turn = row["turn"]
+    which = "" if turn < 0 else f" (assistant turn {turn})"
+    console.print(
+        f"[bold]example {index}[/] from {row['source_file']}:{row['source_line']}{which}: "
+        f"{len(views)} tokens, {n_trained} trained"
+    )
+    legend = Text()
+    legend.append(" trained ", style=TRAINED[0])
+    legend.append(" ")
+    legend.append(" masked ", style=MASKED[0])
+    legend.append("  (alternating shades mark token boundaries; [role] labels the span)")
+    console.print(legend)
+    console.print(render_tokens(views))

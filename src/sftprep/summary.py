@@ -1,0 +1,38 @@
+"""The end-of-run summary printed by `sftprep prepare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> None:
+    table = Table(title=f"sftprep prepare -> {out_dir}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    trainable = manifest["trainable_tokens"]
+    tokens = manifest["tokens"] or 1
+    rows = [
+        ("records read", manifest["records_read"]),
+        ("examples written", manifest["examples_written"]),
+        ("records rejected", manifest["records_rejected"]),
+        ("tokens", manifest["tokens"]),
+        ("trainable tokens", f"{trainable} ({100 * trainable / tokens:.1f}%)"),
+        ("truncated", manifest["truncated"]),
+        ("straddling tokens (joint encoding would differ)", manifest["straddling_tokens"]),
+        ("conversations split per turn (template)", manifest["split_conversations"]),
+        ("conversations split per turn (tokenization)", manifest["split_for_tokenization"]),
+        ("special-token strings in content (encoded as text)", manifest["special_tokens_in_content"]),
+    ]
+    for what, n in rows:
+        table.add_row(what, str(n))
+    console.print(table)
+    for reason, n in manifest["rejected_by_reason"].items():
+        console.print(f"  [yellow]rejected[/] {n} x {reason}")
+    for reason, n in manifest.get("examples_dropped_by_reason", {}).items():
+        console.print(f"  [yellow]dropped examples[/] {n} x {reason}")
+    if manifest["records_rejected"]:
+        console.print(f"  [yellow]warning:[/] see {out_dir / 'rejects.jsonl'} for each rejected record and why")
