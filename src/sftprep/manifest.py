@@ -40,6 +40,7 @@ class Stats:
     split_for_tokenization: int = 0
     split_conversations: int = 0
     special_tokens_in_content: int = 0
+    generation_tag_disagreements: int = 0
 
     def _file(self, name: str) -> FileCounts:
         return self.files.setdefault(name, FileCounts())
@@ -56,6 +57,7 @@ class Stats:
         if any(u.turn >= 0 for u in p.units) and len(p.units) > 1:
             self.split_conversations += 1
         self.special_tokens_in_content += max((len(u.special_in_content) for u in p.units), default=0)
+        self.generation_tag_disagreements += sum(u.tag_disagreements for u in p.units)
 
     def example(self, name: str, e: Encoded) -> None:
         self._file(name).examples += 1
@@ -95,6 +97,7 @@ def build_manifest(
         "split_for_tokenization": stats.split_for_tokenization,
         "split_conversations": stats.split_conversations,
         "special_tokens_in_content": stats.special_tokens_in_content,
+        "generation_tag_disagreements": stats.generation_tag_disagreements,
         "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
         "shards": shards,
         "tokenizer": {

@@ -172,7 +172,7 @@ def _added_token(content: str, tid: int) -> dict[str, object]:
 
 def build_tokenizer(ranks: dict[bytes, int], encoding: Encoding) -> Tokenizer:
     """A byte-level BPE Tokenizer that encodes like tiktoken with these ranks and this encoding."""
-    taken = {rank for rank in ranks.values()}
+    taken = set(ranks.values())
     for content, tid in encoding.special_tokens.items():
         if tid in taken and ranks.get(content.encode("utf-8")) != tid:
             raise ConfigError(f"special token {content!r} id {tid} collides with a ranked token")

@@ -132,6 +132,8 @@ class RenderedConversation:
     special_in_content: list[Span] = field(default_factory=list)
     # the assistant turn this text was rendered for (one example per turn), -1 for the whole conversation
     turn: int = -1
+    # trained turns whose derived span differs from the template's {% generation %} ranges
+    tag_disagreements: int = 0
 
     @property
     def trained_turns(self) -> list[TurnSpan]:

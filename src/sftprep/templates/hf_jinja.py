@@ -8,6 +8,7 @@ ranges of generated text, as transformers' AssistantTracker does).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -91,8 +92,11 @@ def compile_template(source: str) -> jinja2.Template:
         raise TemplateError(f"chat template does not compile: line {e.lineno}: {e.message}") from e
 
 
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
 def has_generation_tags(source: str) -> bool:
-    return "generation" in source and "endgeneration" in source
+    return _GENERATION_TAG.search(source) is not None
 
 
 def render(

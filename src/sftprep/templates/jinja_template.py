@@ -17,10 +17,12 @@ import jinja2
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
 from sftprep.templates.hf_jinja import TemplateRaised, compile_template, has_generation_tags, render
 from sftprep.templates.spec import render_verbatim
+from sftprep.templates.turn_alignment import common_prefix_len, completion_start, marker_between, turn_end
 from sftprep.types import Conversation, Message, Reject, RenderedConversation, Span, TurnSpan
 
 PROBE_USER = "Hello sftprep probe"
 PROBE_REPLY = "SFTPREP_PROBE_REPLY_7f3a"
+PROBE_ERRORS = (TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError)
 
 
 def message_to_hf(msg: Message) -> dict[str, Any]:
@@ -61,6 +63,16 @@ class _Turn:
     content: Span
 
 
+@dataclass
+class _Aligned:
+    """Turn `index`: the prompt at inference and the completion the model must generate after it."""
+
+    index: int
+    prompt: str
+    completion: str
+    content: Span  # in prompt + completion coordinates
+
+
 class JinjaTemplate:
     """A ChatTemplate backed by HF Jinja source."""
 
@@ -97,7 +109,7 @@ class JinjaTemplate:
         return [marker] if marker else []
 
     def end_of_turn(self, opts: RenderOptions) -> str | None:
-        """The end-of-turn marker: the text after a probe reply up to the first special token."""
+        """The end-of-turn marker, found by rendering probe conversations (never from model names)."""
         key = (opts.bos_token, opts.eos_token)
         if key not in self._marker_cache:
             self._marker_cache[key] = self._probe_marker(opts)
@@ -105,22 +117,26 @@ class JinjaTemplate:
 
     def _probe_marker(self, opts: RenderOptions) -> str | None:
         probe = Conversation(messages=(), source_file="<probe>", source_line=0)
-        convs = [
-            [{"role": "user", "content": PROBE_USER}, {"role": "assistant", "content": PROBE_REPLY}],
-            [
-                {"role": "system", "content": "S"},
-                {"role": "user", "content": PROBE_USER},
-                {"role": "assistant", "content": PROBE_REPLY},
-            ],
-        ]
-        for messages in convs:
+        user, reply = {"role": "user", "content": PROBE_USER}, {"role": "assistant", "content": PROBE_REPLY}
+        follow = {"role": "user", "content": PROBE_USER + " again"}
+        for head in ([], [{"role": "system", "content": "S"}]):
             try:
-                text = self.render_messages(messages, probe, False, opts)
-            except (TemplateRaised, jinja2.TemplateError, TypeError, ValueError):
+                two = self.render_messages([*head, user, reply], probe, False, opts)
+            except PROBE_ERRORS:
                 continue
-            at = text.find(PROBE_REPLY)
-            if at >= 0:
-                return find_marker(text[at + len(PROBE_REPLY) :], self.special_tokens, opts.eos_token)
+            at = two.find(PROBE_REPLY)
+            if at < 0:
+                continue
+            between = two[at + len(PROBE_REPLY) :]
+            try:
+                three = self.render_messages([*head, user, reply, follow], probe, False, opts)
+            except PROBE_ERRORS:
+                three = ""
+            at3 = three.find(PROBE_REPLY)
+            if at3 >= 0:  # what follows the reply both as last turn and before another turn
+                tail3 = three[at3 + len(PROBE_REPLY) :]
+                between = between[: common_prefix_len(between, tail3)]
+            return marker_between(between, self.special_tokens, opts.eos_token)
         return None
 
     def render(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | Reject:
@@ -131,90 +147,88 @@ class JinjaTemplate:
             return self._render(conv, messages, opts)
         except TemplateRaised as e:
             return _reject(conv, "template_raised", f"the chat template raised: {e}")
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as e:
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             return _reject(conv, "template_error", f"the chat template failed: {type(e).__name__}: {e}")
 
     def _render(
         self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
     ) -> list[RenderedConversation] | Reject:
         marker = self.end_of_turn(opts)
-        full = self.render_messages(messages, conv, False, opts)
-        positions = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
-        prompts = [self.render_messages(messages[:i], conv, True, opts) for i in positions]
+        full, ranges = render(self._compiled, self.variables(messages, conv, False, opts), self.has_generation_tags)
+        turns: list[_Turn] = []
+        for i, msg in enumerate(conv.messages):
+            if msg.role != "assistant":
+                continue
+            prompt = self.render_messages(messages[:i], conv, True, opts)
+            own = full if i == len(messages) - 1 else self.render_messages(messages[: i + 1], conv, False, opts)
+            turn = self._align(conv, messages, i, prompt, own, marker, opts)
+            if isinstance(turn, Reject):
+                return turn
+            turns.append(turn)
         append_eos = marker is None and opts.train_on_eos and bool(opts.eos_token)
-        if not append_eos and all(full.startswith(p) for p in prompts):
-            turns = [self._locate(full, i, len(p), marker, conv.messages[i], opts) for i, p in zip(positions, prompts)]
-            return [self._rendered(full, conv, turns, opts)]
-        return self._render_per_turn(conv, messages, positions, prompts, marker, opts)
-
-    def _render_per_turn(
-        self,
-        conv: Conversation,
-        messages: list[dict[str, Any]],
-        positions: list[int],
-        prompts: list[str],
-        marker: str | None,
-        opts: RenderOptions,
-    ) -> list[RenderedConversation] | Reject:
-        out: list[RenderedConversation] = []
-        for nth, (i, prompt) in enumerate(zip(positions, prompts)):
-            text = self.render_messages(messages[: i + 1], conv, False, opts)
-            if not text.startswith(prompt):
-                return _reject(
-                    conv,
-                    "generation_prompt_mismatch",
-                    f"messages[{i}]: the template renders this assistant turn in a way that does "
-                    "not start with its own generation prompt, so no exact prompt exists for it",
-                )
-            turn = self._locate(text, i, len(prompt), marker, conv.messages[i], opts)
-            if marker is None and opts.train_on_eos and opts.eos_token:
-                text = text[: turn.end] + opts.eos_token
-                turn = _Turn(i, turn.start, len(text), turn.content)
-            r = self._rendered(text[: turn.end], conv, [turn], opts, nth_offset=nth)
+        if not append_eos and all(full.startswith(t.prompt + t.completion) for t in turns):
+            spans = [_Turn(t.index, len(t.prompt), len(t.prompt) + len(t.completion), t.content) for t in turns]
+            rendered = _rendered_from(full, conv, spans, opts)
+            rendered.tag_disagreements = apply_generation_ranges(rendered, ranges)
+            return [rendered]
+        out = []
+        for nth, t in enumerate(turns):
+            text = t.prompt + t.completion + (opts.eos_token if append_eos else "")
+            r = _rendered_from(text, conv, [_Turn(t.index, len(t.prompt), len(text), t.content)], opts, nth)
             r.turn = nth
             out.append(r)
         return out
 
-    def _locate(
-        self, text: str, index: int, start: int, marker: str | None, msg: Message, opts: RenderOptions
-    ) -> _Turn:
-        """Turn `index` begins at `start`; find its content and the end-of-turn marker after it."""
-        content = msg.full_content.strip()
-        at = text.find(content, start) if content else -1
-        content_span = Span(at, at + len(content)) if at >= 0 else Span(start, start)
-        search_from = content_span.end
-        if marker:
-            m = text.find(marker, search_from)
-            if m >= 0:
-                return _Turn(index, start, m + len(marker) if opts.train_on_eos else m, content_span)
-        end = content_span.end if at >= 0 else len(text)
-        return _Turn(index, start, end, content_span)
+    def _align(
+        self,
+        conv: Conversation,
+        messages: list[dict[str, Any]],
+        i: int,
+        prompt: str,
+        own: str,
+        marker: str | None,
+        opts: RenderOptions,
+    ) -> _Aligned | Reject:
+        content = conv.messages[i].full_content.strip()
+        history = None
+        if not own.startswith(prompt):
+            history = self.render_messages(messages[:i], conv, False, opts)
+        at = own.rfind(content) if content else -1
+        start = completion_start(prompt, own, history, at)
+        if start is None:
+            return _reject(
+                conv,
+                "generation_prompt_mismatch",
+                f"messages[{i}]: the template renders this assistant turn without anything that matches its "
+                "generation prompt, so the text the model sees at inference cannot be aligned with it",
+            )
+        end, span, _ = turn_end(own, start, content, marker, opts.train_on_eos)
+        shift = len(prompt) - start
+        return _Aligned(i, prompt, own[start:end], Span(span.start + shift, span.end + shift))
 
-    def _rendered(
-        self, text: str, conv: Conversation, turns: list[_Turn], opts: RenderOptions, nth_offset: int = 0
-    ) -> RenderedConversation:
-        spans = _find_message_spans(text, conv.messages)
-        out_turns = []
-        for k, t in enumerate(turns):
-            msg = conv.messages[t.index]
-            trained = is_trainable_assistant(msg) and (opts.train_tool_calls or not msg.tool_calls)
-            out_turns.append(TurnSpan(t.index, k + nth_offset, t.start, t.end, t.content, trained))
-        return RenderedConversation(text=text, message_spans=spans, turns=out_turns, conversation=conv)
+
+def _rendered_from(
+    text: str, conv: Conversation, turns: list[_Turn], opts: RenderOptions, nth_offset: int = 0
+) -> RenderedConversation:
+    spans = _find_message_spans(text, conv.messages)
+    out_turns = []
+    for k, t in enumerate(turns):
+        msg = conv.messages[t.index]
+        trained = is_trainable_assistant(msg) and (opts.train_tool_calls or not msg.tool_calls)
+        out_turns.append(TurnSpan(t.index, k + nth_offset, t.start, t.end, t.content, trained))
+    return RenderedConversation(text=text, message_spans=spans, turns=out_turns, conversation=conv)
 
 
-def find_marker(tail: str, special_tokens: tuple[str, ...], eos: str) -> str | None:
-    """The shortest prefix of `tail` that ends with a special token (or the eos string)."""
-    best = -1
-    best_tok = ""
-    for tok in (*special_tokens, eos):
-        if not tok:
-            continue
-        at = tail.find(tok)
-        if at >= 0 and (best < 0 or at < best or (at == best and len(tok) > len(best_tok))):
-            best, best_tok = at, tok
-    if best < 0:
-        return None
-    return tail[: best + len(best_tok)]
+def apply_generation_ranges(r: RenderedConversation, ranges: list[tuple[int, int]]) -> int:
+    """Cross-check derived turn spans against `{% generation %}` ranges; the number that disagree."""
+    if not ranges:
+        return 0
+    disagreements = 0
+    for t in r.turns:
+        hits = [(a, b) for a, b in ranges if a < t.end and b > t.start]
+        if not hits or (min(a for a, _ in hits), max(b for _, b in hits)) != (t.start, t.end):
+            disagreements += 1
+    return disagreements
 
 
 def _find_message_spans(text: str, messages: tuple[Message, ...]) -> list[Span | None]:
