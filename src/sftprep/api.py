@@ -49,9 +49,24 @@ def load(out_dir: str | Path, as_dataset: bool | None = None) -> Any:
         else:
             files = [str(p) for p in shard_paths(out_dir)]
             if not files:
-                return datasets.Dataset.from_dict({"input_ids": [], "labels": []})
+                from sftprep.output import SCHEMA
+
+                return datasets.Dataset.from_dict({f.name: [] for f in SCHEMA}, features=_features(datasets))
             return datasets.load_dataset("parquet", data_files=files, split="train")
     return iter_examples(out_dir)
+
+
+def _features(datasets: Any) -> Any:
+    v = datasets.Value
+    return datasets.Features(
+        {
+            "input_ids": datasets.Sequence(v("int32")),
+            "labels": datasets.Sequence(v("int32")),
+            "source_file": v("string"),
+            "source_line": v("int64"),
+            "turn": v("int32"),
+        }
+    )
 
 
 def collate(examples: Sequence[Mapping[str, Any]], pad_id: int, return_tensors: str = "np") -> dict[str, Any]:

@@ -27,6 +27,10 @@ class TokenView:
 
 
 def read_example(out_dir: Path, index: int) -> dict[str, Any]:
+    if not (out_dir / "manifest.json").is_file():
+        raise ConfigError(f"{out_dir}: not a directory written by `sftprep prepare` (no manifest.json)")
+    if index < 0:
+        raise ConfigError(f"--index {index}: expected 0 or more")
     manifest = read_manifest(out_dir)
     seen = 0
     for name in manifest["shards"]:

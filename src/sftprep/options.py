@@ -51,6 +51,8 @@ class PrepareOptions:
                 raise ConfigError(f"{flag} {value!r}: expected one of {', '.join(allowed)}")
         if self.max_length is not None and self.max_length < 1:
             raise ConfigError(f"--max-length {self.max_length}: expected a positive number of tokens")
+        if self.shard_size < 1 or self.batch_size < 1:
+            raise ConfigError(f"--shard-size {self.shard_size}: expected a positive number of examples")
         if not self.inputs:
             raise ConfigError("no input files given: sftprep prepare INPUT... (JSONL or JSON, optionally .gz)")
 

@@ -230,8 +230,11 @@ def prepare(opts: PrepareOptions) -> dict:
             for batch in batched(read_records(path), opts.batch_size):
                 _write_batch(preparer, preparer.process(batch), shards, rejects, opts.strict)
         shards.flush()
-    finally:
+    except BaseException:
         rejects.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    rejects.close()
     manifest = build_manifest(opts, tok, template, preparer.stats, shards.shards)
     write_manifest(tmp / "manifest.json", manifest)
     if out.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from sftprep.errors import TemplateError
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.records import iter_input_files, read_records
 from sftprep.templates.base import RenderOptions
@@ -17,6 +18,8 @@ PAD = "<|endoftext|>"
 
 def special_tokens_for(spec_name: str) -> tuple[RenderOptions, list[str]]:
     """The bos/eos a built-in template needs and every marker it renders, as special tokens."""
+    if spec_name not in builtin_specs():
+        raise TemplateError(f"--template {spec_name!r}: expected a built-in ({', '.join(sorted(builtin_specs()))})")
     spec = builtin_specs()[spec_name]
     uses = " ".join(str(v) for v in spec.__dict__.values())
     bos = "<s>" if "{bos}" in uses else ""

@@ -56,6 +56,11 @@ def read_template_source(path: Path, template_name: str | None = None) -> str:
                 except TemplateError:
                     continue
         raise TemplateError(f"{path}: no chat template found (looked for {', '.join(TEMPLATE_FILES)})")
+    if path.suffix not in (".json", ".jinja", ".j2", ".txt"):
+        raise TemplateError(
+            f"--template {path}: expected a .jinja file, a tokenizer_config.json / chat_template.json, "
+            "a tokenizer directory or a built-in name"
+        )
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".json":
         return text

@@ -214,12 +214,11 @@ class SpecTemplate:
 
 
 def render_verbatim(conv: Conversation, opts: RenderOptions) -> RenderedConversation:
-    """prompt/completion strings: concatenated verbatim; the completion (+ eos) is trained."""
+    """prompt/completion strings: concatenated verbatim, then eos; the completion (and eos) is trained."""
     prompt, completion = conv.raw_prompt or "", conv.raw_completion or ""
-    eos = opts.eos_token if opts.train_on_eos else ""
-    text = prompt + completion + eos
+    text = prompt + completion + opts.eos_token
     p, c = Span(0, len(prompt)), Span(len(prompt), len(prompt) + len(completion))
-    turn = TurnSpan(1, 0, len(prompt), len(text), c, True)
+    turn = TurnSpan(1, 0, len(prompt), len(text) if opts.train_on_eos else c.end, c, True)
     return RenderedConversation(text=text, message_spans=[p, c], turns=[turn], conversation=conv)
 
 
