@@ -16,7 +16,7 @@ from sftprep.types import IGNORE_INDEX
 def prepare(inputs: str | Sequence[str], out_dir: str = "out", **options: Any) -> dict[str, Any]:
     """`sftprep prepare` as a function; keyword options are PrepareOptions fields. Returns the manifest."""
     from sftprep.options import PrepareOptions
-    from sftprep.pipeline import prepare as run
+    from sftprep.run import prepare as run
 
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     return run(PrepareOptions(inputs=[str(p) for p in paths], out_dir=str(out_dir), **options))

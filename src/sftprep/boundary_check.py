@@ -103,7 +103,8 @@ def _window_agrees(w: _Window, ids: list[int], offsets: list[tuple[int, int]], e
             return False  # a token of the joint encoding straddles the cut
         if b <= cut and a < cut:
             n_left += 1
-    left_ours = e.piece_ids[w.piece - 1]
+    piece_ids = e.piece_ids
+    left_ours = piece_ids[w.piece - 1]
     if w.left == e.pieces[w.piece - 1].start:
         if not np.array_equal(left_ours, ids[:n_left]):
             return False
@@ -114,4 +115,4 @@ def _window_agrees(w: _Window, ids: list[int], offsets: list[tuple[int, int]], e
     else:  # the window ends mid-text: trust only tokens well before its edge
         edge = (w.right - w.left) - MARGIN
         right = [i for i, (a, b) in zip(ids[n_left:], offsets[n_left:]) if b <= edge]
-    return np.array_equal(e.piece_ids[w.piece][: len(right)], right)
+    return np.array_equal(piece_ids[w.piece][: len(right)], right)

@@ -14,6 +14,7 @@ Labels are aligned with input_ids (the model shifts): the id on trained tokens, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -31,21 +32,22 @@ class Piece:
 
 @dataclass
 class Encoded:
-    """One example's ids and labels, with the pieces they came from."""
+    """One example's ids and labels (views into its batch's arrays), with the pieces they came from."""
 
     rendered: RenderedConversation
     pieces: list[Piece]
-    piece_ids: list[np.ndarray]
     input_ids: np.ndarray
     labels: np.ndarray
+    piece_starts: np.ndarray  # token offset of each piece, plus the total: len(pieces) + 1 entries
 
     @property
     def num_trainable(self) -> int:
         return int(np.count_nonzero(self.labels != IGNORE_INDEX))
 
-    def piece_token_starts(self) -> np.ndarray:
-        lengths = np.fromiter((len(p) for p in self.piece_ids), dtype=np.int64, count=len(self.piece_ids))
-        return np.concatenate(([0], np.cumsum(lengths)))
+    @property
+    def piece_ids(self) -> list[np.ndarray]:
+        s = self.piece_starts
+        return [self.input_ids[s[k] : s[k + 1]] for k in range(len(self.pieces))]
 
 
 def trained_intervals(r: RenderedConversation, mask_all: bool) -> list[Span]:
@@ -76,10 +78,10 @@ def plan_pieces(r: RenderedConversation, mask_all: bool = False) -> list[Piece]:
     return pieces
 
 
-def encode_pieces(
-    units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer
-) -> list[list[np.ndarray]]:
-    """Encode every piece of every unit: one Rust batch call for normal text, one for plain text."""
+def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> list[Encoded]:
+    """Encode every piece of every unit (one Rust batch call for normal text, one for plain text) and
+    build labels for the whole batch at once: ids on trained pieces, IGNORE_INDEX elsewhere."""
+    plans = [plan_pieces(r, mask_all) for r in units]
     normal: list[str] = []
     plain: list[str] = []
     for r, plan in zip(units, plans):
@@ -87,27 +89,19 @@ def encode_pieces(
             (plain if p.plain else normal).append(r.text[p.start : p.end])
     enc_normal = iter(tok.encode_batch(normal))
     enc_plain = iter(tok.encode_plain_batch(plain))
+    ids_lists = [next(enc_plain if p.plain else enc_normal).ids for plan in plans for p in plan]
+    lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+    total = int(lengths.sum())
+    all_ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=total)
+    flags = np.fromiter((p.trained for plan in plans for p in plan), dtype=bool, count=len(ids_lists))
+    labels = np.where(np.repeat(flags, lengths), all_ids, np.int32(IGNORE_INDEX)).astype(np.int32, copy=False)
+    tok_offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=tok_offsets[1:])
     out = []
-    for plan in plans:
-        out.append([np.asarray(next(enc_plain if p.plain else enc_normal).ids, dtype=np.int32) for p in plan])
+    first = 0
+    for r, plan in zip(units, plans):
+        starts = tok_offsets[first : first + len(plan) + 1]
+        a, b = int(starts[0]), int(starts[-1])
+        out.append(Encoded(r, plan, all_ids[a:b], labels[a:b], starts - a))
+        first += len(plan)
     return out
-
-
-def build_loss_labels(r: RenderedConversation, pieces: list[Piece], piece_ids: list[np.ndarray]) -> Encoded:
-    """Concatenate piece ids; labels = ids on trained pieces, IGNORE_INDEX elsewhere (vectorised)."""
-    if piece_ids:
-        ids = np.concatenate(piece_ids)
-        lengths = np.fromiter((len(x) for x in piece_ids), dtype=np.int64, count=len(piece_ids))
-        flags = np.fromiter((p.trained for p in pieces), dtype=bool, count=len(pieces))
-        trained = np.repeat(flags, lengths)
-        labels = np.where(trained, ids, np.int32(IGNORE_INDEX)).astype(np.int32)
-    else:
-        ids = np.zeros(0, dtype=np.int32)
-        labels = ids.copy()
-    return Encoded(r, pieces, piece_ids, ids, labels)
-
-
-def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> list[Encoded]:
-    plans = [plan_pieces(r, mask_all) for r in units]
-    all_ids = encode_pieces(units, plans, tok)
-    return [build_loss_labels(r, plan, ids) for r, plan, ids in zip(units, plans, all_ids)]

@@ -55,11 +55,12 @@ def prepare(
     strict: Annotated[bool, typer.Option(help="Exit 2 at the first rejected record.")] = False,
     shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: every core). Output is the same.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
     from sftprep.options import PrepareOptions
-    from sftprep.pipeline import prepare as run
+    from sftprep.run import prepare as run
     from sftprep.summary import print_summary
     from sftprep.system_prompt import load_system_prompt
 
@@ -84,6 +85,7 @@ def prepare(
         strict=strict,
         shard_size=shard_size,
         overwrite=overwrite,
+        workers=workers,
     )
     manifest = run(opts)
     if not quiet:

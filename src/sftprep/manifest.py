@@ -42,6 +42,26 @@ class Stats:
     special_tokens_in_content: int = 0
     generation_tag_disagreements: int = 0
 
+    def merge(self, other: Stats) -> None:
+        """Add another batch's counts (batches may come from worker processes)."""
+        for name, f in other.files.items():
+            mine = self._file(name)
+            for key, value in f.__dict__.items():
+                setattr(mine, key, getattr(mine, key) + value)
+        self.rejected_by_reason.update(other.rejected_by_reason)
+        self.dropped_examples.update(other.dropped_examples)
+        for key in (
+            "tokens",
+            "trainable_tokens",
+            "truncated",
+            "boundary_merges",
+            "split_for_tokenization",
+            "split_conversations",
+            "special_tokens_in_content",
+            "generation_tag_disagreements",
+        ):
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+
     def _file(self, name: str) -> FileCounts:
         return self.files.setdefault(name, FileCounts())
 

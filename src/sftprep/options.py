@@ -36,6 +36,7 @@ class PrepareOptions:
     shard_size: int = 50_000
     batch_size: int = 1_000
     overwrite: bool = False
+    workers: int = 1
 
     def validate(self) -> None:
         choices = {
@@ -59,6 +60,6 @@ class PrepareOptions:
     def recorded(self) -> dict[str, Any]:
         """The options as recorded in the manifest (output location excluded: it does not change data)."""
         d = asdict(self)
-        for k in ("out_dir", "overwrite"):
+        for k in ("out_dir", "overwrite", "workers"):
             d.pop(k)
         return d

@@ -25,12 +25,16 @@ SHARD_PATTERN = "data-{:05d}.parquet"
 
 
 class ShardWriter:
-    """Buffers examples and writes `data-NNNNN.parquet` every `shard_size` examples."""
+    """Writes `data-NNNNN.parquet` shards of `shard_size` examples, streaming row groups of
+    `row_group_size` examples as they fill, so memory stays flat whatever the input size."""
 
-    def __init__(self, out_dir: Path, shard_size: int = 50_000) -> None:
+    def __init__(self, out_dir: Path, shard_size: int = 50_000, row_group_size: int = 2_000) -> None:
         self.out_dir = out_dir
         self.shard_size = shard_size
+        self.row_group_size = min(row_group_size, shard_size)
         self.shards: list[str] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._in_shard = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -46,10 +50,10 @@ class ShardWriter:
         self._files.append(source_file)
         self._lines.append(line)
         self._turns.append(turn)
-        if len(self._ids) >= self.shard_size:
-            self.flush()
+        if len(self._ids) >= self.row_group_size or self._in_shard + len(self._ids) >= self.shard_size:
+            self._write_row_group()
 
-    def flush(self) -> None:
+    def _write_row_group(self) -> None:
         if not self._ids:
             return
         table = pa.Table.from_arrays(
@@ -62,10 +66,26 @@ class ShardWriter:
             ],
             schema=SCHEMA,
         )
-        name = SHARD_PATTERN.format(len(self.shards))
-        pq.write_table(table, self.out_dir / name, compression="zstd", write_statistics=False)
-        self.shards.append(name)
+        if self._writer is None:
+            name = SHARD_PATTERN.format(len(self.shards))
+            self._writer = pq.ParquetWriter(self.out_dir / name, SCHEMA, compression="zstd", write_statistics=False)
+            self.shards.append(name)
+        self._writer.write_table(table, row_group_size=len(self._ids))
+        self._in_shard += len(self._ids)
         self._reset()
+        if self._in_shard >= self.shard_size:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._in_shard = 0
+
+    def flush(self) -> None:
+        """Write what is buffered and close the current shard."""
+        self._write_row_group()
+        self._close_shard()
 
 
 def _list_array(rows: list[np.ndarray]) -> pa.ListArray:

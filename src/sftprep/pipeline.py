@@ -1,25 +1,19 @@
-"""`prepare`: records -> normalize -> system prompt -> render -> encode -> labels -> truncate -> Parquet.
+"""The per-batch pipeline: records -> normalize -> system prompt -> render -> encode -> labels -> truncate.
 
-Records are processed in batches (one Rust encode call per batch) and shards are written as they
-fill, so memory does not grow with the input.
+Records are processed in batches: one Rust encode call per batch (see run.py for the whole run).
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
-from pathlib import Path
+
+import numpy as np
 
 from sftprep.boundary_check import absorb_rstrip, check_boundaries
 from sftprep.build_loss_labels import Encoded, encode_and_label
-from sftprep.errors import ConfigError, StrictModeError
-from sftprep.manifest import Stats, build_manifest
+from sftprep.manifest import Stats
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.options import PrepareOptions
-from sftprep.output import RejectWriter, ShardWriter, write_manifest
-from sftprep.records import iter_input_files, read_records
 from sftprep.render_chat_prompt import render_chat_prompt, split_turns
 from sftprep.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
@@ -38,6 +32,15 @@ class Prepared:
     units: list[RenderedConversation] = field(default_factory=list)
     reject: Reject | None = None
     encoded: list[Encoded] = field(default_factory=list)
+
+
+@dataclass
+class BatchResult:
+    """One batch's output, in record order."""
+
+    stats: Stats
+    examples: list[tuple[str, int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
 
 
 class Preparer:
@@ -111,6 +114,23 @@ class Preparer:
             if p.reject is None:
                 self._finish(p)
         return prepared
+
+    def run_batch(self, raws: list[RawRecord]) -> BatchResult:
+        """A batch of records -> its examples, rejects and counts (what a worker sends back)."""
+        self.stats = Stats()
+        result = BatchResult(stats=self.stats)
+        for p in self.process(raws):
+            source = p.raw.source_file
+            self.stats.read(source)
+            if p.reject is not None:
+                result.rejects.append(p.reject)
+                self.stats.rejected(source, p.reject.reason)
+                continue
+            self.stats.count_record(p)
+            for e in p.encoded:
+                result.examples.append((source, p.raw.line, e.rendered.turn, e.input_ids, e.labels))
+                self.stats.example(source, e)
+        return result
 
     def _encode(self, prepared: list[Prepared]) -> None:
         owners = [(p, u) for p in prepared for u in p.units]
@@ -197,65 +217,8 @@ def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:
     )
 
 
-def batched(it: Iterable[RawRecord], n: int) -> Iterator[list[RawRecord]]:
-    iterator = iter(it)
-    while chunk := list(islice(iterator, n)):
-        yield chunk
-
-
 def load_components(opts: PrepareOptions) -> tuple[BPETokenizer, ChatTemplate]:
     tok = BPETokenizer.load(opts.tokenizer)
     fallback = tok.default_template or "chatml"
     template = load_template(opts.template, tok.chat_template, tok.added_tokens, opts.template_name, fallback)
     return tok, template
-
-
-def prepare(opts: PrepareOptions) -> dict:
-    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json)."""
-    opts.validate()
-    files = iter_input_files(opts.inputs)
-    tok, template = load_components(opts)
-    out = Path(opts.out_dir)
-    if out.exists() and not opts.overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    preparer = Preparer(opts, tok, template)
-    shards = ShardWriter(tmp, opts.shard_size)
-    rejects = RejectWriter(tmp / "rejects.jsonl")
-    try:
-        for path in files:
-            for batch in batched(read_records(path), opts.batch_size):
-                _write_batch(preparer, preparer.process(batch), shards, rejects, opts.strict)
-        shards.flush()
-    except BaseException:
-        rejects.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    rejects.close()
-    manifest = build_manifest(opts, tok, template, preparer.stats, shards.shards)
-    write_manifest(tmp / "manifest.json", manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return manifest
-
-
-def _write_batch(
-    preparer: Preparer, prepared: list[Prepared], shards: ShardWriter, rejects: RejectWriter, strict: bool
-) -> None:
-    stats = preparer.stats
-    for p in prepared:
-        stats.read(p.raw.source_file)
-        if p.reject is not None:
-            if strict:
-                raise StrictModeError(p.reject)
-            rejects.add(p.reject)
-            stats.rejected(p.raw.source_file, p.reject.reason)
-            continue
-        stats.count_record(p)
-        for e in p.encoded:
-            shards.add(e.input_ids, e.labels, p.raw.source_file, p.raw.line, e.rendered.turn)
-            stats.example(p.raw.source_file, e)

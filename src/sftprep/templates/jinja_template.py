@@ -16,12 +16,21 @@ import jinja2
 
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
 from sftprep.templates.hf_jinja import TemplateRaised, compile_template, has_generation_tags, render
+from sftprep.templates.skeleton import (
+    Skeleton,
+    build_skeleton,
+    fill,
+    rendered_from_skeleton,
+    sentinel_conversation,
+    shape_key,
+)
 from sftprep.templates.spec import render_verbatim
 from sftprep.templates.turn_alignment import common_prefix_len, completion_start, marker_between, turn_end
 from sftprep.types import Conversation, Message, Reject, RenderedConversation, Span, TurnSpan
 
 PROBE_USER = "Hello sftprep probe"
 PROBE_REPLY = "SFTPREP_PROBE_REPLY_7f3a"
+MAX_SKELETONS = 4096  # distinct conversation shapes cached per template
 PROBE_ERRORS = (TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError)
 
 
@@ -83,6 +92,7 @@ class JinjaTemplate:
         self._compiled: jinja2.Template = compile_template(source)
         self.has_generation_tags = has_generation_tags(source)
         self._marker_cache: dict[tuple[str, str], str | None] = {}
+        self._skeletons: dict[tuple[object, ...], Skeleton | None] = {}
 
     # -- rendering ------------------------------------------------------------------------------
     def variables(
@@ -144,11 +154,45 @@ class JinjaTemplate:
             return [render_verbatim(conv, opts)]
         messages = [message_to_hf(m) for m in conv.messages]
         try:
+            fast = self._render_from_skeleton(conv, messages, opts)
+            if fast is not None:
+                return fast
             return self._render(conv, messages, opts)
         except TemplateRaised as e:
             return _reject(conv, "template_raised", f"the chat template raised: {e}")
         except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             return _reject(conv, "template_error", f"the chat template failed: {type(e).__name__}: {e}")
+
+    def _render_from_skeleton(
+        self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
+    ) -> list[RenderedConversation] | None:
+        """One render per record when its shape's skeleton reproduces it exactly; else None."""
+        key = shape_key(conv)
+        if key is None:
+            return None
+        cache_key = (key, opts.bos_token, opts.eos_token, opts.train_on_eos, repr(sorted(opts.template_vars.items())))
+        if cache_key not in self._skeletons:
+            if len(self._skeletons) >= MAX_SKELETONS:
+                return None
+            self._skeletons[cache_key] = self._build_skeleton(conv, opts)
+        skel = self._skeletons[cache_key]
+        if skel is None:
+            return None
+        text, starts, contents = fill(skel, conv)
+        if self.render_messages(messages, conv, False, opts) != text:
+            return None  # the template reads inside the content: take the exact path
+        trained = [is_trainable_assistant(conv.messages[t.message_index]) for t in skel.turns]
+        return [rendered_from_skeleton(skel, conv, text, starts, contents, trained)]
+
+    def _build_skeleton(self, conv: Conversation, opts: RenderOptions) -> Skeleton | None:
+        sentinel = sentinel_conversation(conv)
+        try:
+            rendered = self._render(sentinel, [message_to_hf(m) for m in sentinel.messages], opts)
+        except PROBE_ERRORS:
+            return None
+        if isinstance(rendered, Reject) or len(rendered) != 1 or rendered[0].turn >= 0:
+            return None
+        return build_skeleton(rendered[0])
 
     def _render(
         self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
