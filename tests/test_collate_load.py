@@ -87,7 +87,13 @@ def out_dir(tmp_path: Path) -> Path:
     src.write_text("".join(json.dumps(conversation(i)) + "\n" for i in range(3)), encoding="utf-8")
     out = tmp_path / "out"
     manifest = sftprep.prepare(
-        [str(src)], out_dir=str(out), tokenizer=str(tok), template="chatml", mask="split-turns", shard_size=4
+        [str(src)],
+        out_dir=str(out),
+        tokenizer=str(tok),
+        template="chatml",
+        mask="split-turns",
+        shard_size=4,
+        batch_size=1,
     )
     assert manifest["examples_written"] == 6 and len(manifest["shards"]) == 2
     return out

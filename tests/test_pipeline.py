@@ -77,12 +77,12 @@ def trained_text(row: dict[str, Any]) -> str:
 
 def test_same_inputs_give_byte_identical_output(tmp_path: Path, tok_dir: Path) -> None:
     records = [CONV, ONE, '{"broken', {**ONE, "messages": ONE["messages"][:1]}] * 3
-    m1, _ = run(tmp_path, records, tok_dir, out="a", shard_size=4, mask="split-turns")
-    m2, _ = run(tmp_path, records, tok_dir, out="b", shard_size=4, mask="split-turns")
+    m1, _ = run(tmp_path, records, tok_dir, out="a", shard_size=4, batch_size=1, mask="split-turns")
+    m2, _ = run(tmp_path, records, tok_dir, out="b", shard_size=4, batch_size=1, mask="split-turns")
     assert m1 == m2
     a, b = tmp_path / "a", tmp_path / "b"
     shards = sorted(p.name for p in a.glob("data-*.parquet"))
-    assert shards == ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet"]
+    assert shards == ["data-00000.parquet", "data-00001.parquet"]  # shards close at batch boundaries
     assert sorted(p.name for p in b.glob("data-*.parquet")) == shards
     for name in [*shards, "manifest.json", "rejects.jsonl"]:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -224,7 +224,7 @@ def test_shards_roll_over(tmp_path: Path, tok_dir: Path) -> None:
     records = [
         {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(5)
     ]
-    manifest, rows = run(tmp_path, records, tok_dir, shard_size=2)
+    manifest, rows = run(tmp_path, records, tok_dir, shard_size=2, batch_size=1)
     assert manifest["shards"] == ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet"]
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("*.parquet")) == manifest["shards"]

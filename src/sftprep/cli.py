@@ -56,6 +56,7 @@ def prepare(
     shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes (0: every core). Output is the same.")] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run (same bytes as uninterrupted).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
@@ -86,8 +87,13 @@ def prepare(
         shard_size=shard_size,
         overwrite=overwrite,
         workers=workers,
+        resume=resume,
     )
     manifest = run(opts)
+    if manifest.get("up_to_date"):
+        if not quiet:
+            out.print(f"{out_dir} is up to date (same inputs, options, tokenizer, template and version): nothing to do")
+        return
     if not quiet:
         print_summary(manifest, out_dir, out)
 

@@ -62,6 +62,19 @@ class Stats:
         ):
             setattr(self, key, getattr(self, key) + getattr(other, key))
 
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "files"}
+        d["files"] = {name: f.__dict__ for name, f in self.files.items()}
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Stats:
+        stats = cls(**{k: v for k, v in d.items() if k not in ("files", "rejected_by_reason", "dropped_examples")})
+        stats.files = {name: FileCounts(**f) for name, f in d["files"].items()}
+        stats.rejected_by_reason = Counter(d["rejected_by_reason"])
+        stats.dropped_examples = Counter(d["dropped_examples"])
+        return stats
+
     def _file(self, name: str) -> FileCounts:
         return self.files.setdefault(name, FileCounts())
 
@@ -98,13 +111,19 @@ class Stats:
 
 
 def build_manifest(
-    opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate, stats: Stats, shards: list[str]
+    opts: PrepareOptions,
+    tok: BPETokenizer,
+    template: ChatTemplate,
+    stats: Stats,
+    shards: list[str],
+    cache_key: str = "",
 ) -> dict[str, Any]:
     unreconciled = [name for name, f in stats.files.items() if not f.reconciled]
     if unreconciled:  # a bug, never bad input: fail loudly
         raise AssertionError(f"records do not reconcile for {unreconciled}: {stats.files}")
     return {
         "sftprep_version": __version__,
+        "cache_key": cache_key,
         "records_read": stats.records_read,
         "examples_written": stats.examples,
         "records_rejected": stats.records_rejected,

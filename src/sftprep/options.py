@@ -37,6 +37,7 @@ class PrepareOptions:
     batch_size: int = 1_000
     overwrite: bool = False
     workers: int = 1
+    resume: bool = False
 
     def validate(self) -> None:
         choices = {
@@ -60,6 +61,6 @@ class PrepareOptions:
     def recorded(self) -> dict[str, Any]:
         """The options as recorded in the manifest (output location excluded: it does not change data)."""
         d = asdict(self)
-        for k in ("out_dir", "overwrite", "workers"):
+        for k in ("out_dir", "overwrite", "workers", "resume"):
             d.pop(k)
         return d

@@ -25,14 +25,17 @@ SHARD_PATTERN = "data-{:05d}.parquet"
 
 
 class ShardWriter:
-    """Writes `data-NNNNN.parquet` shards of `shard_size` examples, streaming row groups of
-    `row_group_size` examples as they fill, so memory stays flat whatever the input size."""
+    """Writes `data-NNNNN.parquet` shards, streaming row groups of `row_group_size` examples as they
+    fill, so memory stays flat whatever the input size. A shard is closed at the first batch boundary
+    once it holds `shard_size` examples: every closed shard ends with a whole batch (resumable)."""
 
-    def __init__(self, out_dir: Path, shard_size: int = 50_000, row_group_size: int = 2_000) -> None:
+    def __init__(
+        self, out_dir: Path, shard_size: int = 50_000, row_group_size: int = 2_000, shards: list[str] | None = None
+    ) -> None:
         self.out_dir = out_dir
         self.shard_size = shard_size
         self.row_group_size = min(row_group_size, shard_size)
-        self.shards: list[str] = []
+        self.shards: list[str] = list(shards or [])
         self._writer: pq.ParquetWriter | None = None
         self._in_shard = 0
         self._reset()
@@ -50,8 +53,15 @@ class ShardWriter:
         self._files.append(source_file)
         self._lines.append(line)
         self._turns.append(turn)
-        if len(self._ids) >= self.row_group_size or self._in_shard + len(self._ids) >= self.shard_size:
+        if len(self._ids) >= self.row_group_size:
             self._write_row_group()
+
+    def end_batch(self) -> bool:
+        """Called after each batch; True when a shard was closed (a resumable point)."""
+        if self._in_shard + len(self._ids) >= self.shard_size:
+            self.flush()
+            return True
+        return False
 
     def _write_row_group(self) -> None:
         if not self._ids:
@@ -73,8 +83,6 @@ class ShardWriter:
         self._writer.write_table(table, row_group_size=len(self._ids))
         self._in_shard += len(self._ids)
         self._reset()
-        if self._in_shard >= self.shard_size:
-            self._close_shard()
 
     def _close_shard(self) -> None:
         if self._writer is not None:
@@ -99,8 +107,12 @@ def _list_array(rows: list[np.ndarray]) -> pa.ListArray:
 class RejectWriter:
     """rejects.jsonl: one line per rejected record (or dropped turn), with the original record."""
 
-    def __init__(self, path: Path) -> None:
-        self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+    def __init__(self, path: Path, keep_bytes: int = 0) -> None:
+        """`keep_bytes`: resume after that many bytes of an earlier, interrupted run's file."""
+        if keep_bytes:
+            with open(path, "r+b") as f:
+                f.truncate(keep_bytes)
+        self._f = open(path, "a" if keep_bytes else "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def add(self, r: Reject, turn: int | None = None) -> None:
         row: dict[str, Any] = {
@@ -116,6 +128,10 @@ class RejectWriter:
         elif r.raw_text is not None:
             row["raw_text"] = r.raw_text
         self._f.write(json.dumps(row, ensure_ascii=False, allow_nan=True) + "\n")
+
+    def tell(self) -> int:
+        self._f.flush()
+        return self._f.buffer.tell() if hasattr(self._f, "buffer") else self._f.tell()
 
     def close(self) -> None:
         self._f.close()

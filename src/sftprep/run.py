@@ -5,6 +5,8 @@ manifest last, then one rename. Same inputs and options give the same bytes what
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -14,12 +16,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from sftprep import __version__
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.manifest import Stats, build_manifest
 from sftprep.options import PrepareOptions
 from sftprep.output import RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, Preparer, load_components
 from sftprep.records import iter_input_files, read_records
+from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord
 
 
@@ -34,38 +38,109 @@ def worker_count(requested: int) -> int:
     return max(1, os.cpu_count() or 1) if requested <= 0 else requested
 
 
+def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) -> str:
+    """What the output depends on: input contents (and paths, recorded in it), options, tokenizer,
+    template and sftprep version. Same key, same bytes."""
+    h = hashlib.sha256()
+    parts = {
+        "version": __version__,
+        "options": opts.recorded(),
+        "tokenizer": tok.sha256,
+        "template": template_sha256(template),
+        "inputs": [[str(f), _file_sha256(f)] for f in files],
+    }
+    h.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def prepare(opts: PrepareOptions) -> dict[str, Any]:
-    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json)."""
+    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
+    A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`."""
     opts.validate()
     files = iter_input_files(opts.inputs)
     tok, template = load_components(opts)
+    key = run_key(opts, files, tok, template)
     out = Path(opts.out_dir)
+    existing = _existing_manifest(out)
+    if existing is not None and existing.get("cache_key") == key:
+        return {**existing, "up_to_date": True}
     if out.exists() and not opts.overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+        raise ConfigError(f"{out} exists and was made from other inputs or options; pass --overwrite to replace it")
     tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
+    progress = _load_progress(tmp, key) if opts.resume else None
+    if progress is None and tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    stats = Stats()
-    shards = ShardWriter(tmp, opts.shard_size)
-    rejects = RejectWriter(tmp / "rejects.jsonl")
+    tmp.mkdir(parents=True, exist_ok=True)
+    stats = Stats.from_dict(progress["stats"]) if progress else Stats()
+    shards = ShardWriter(tmp, opts.shard_size, shards=progress["shards"] if progress else None)
+    _remove_unlisted_shards(tmp, shards.shards)
+    rejects = RejectWriter(tmp / "rejects.jsonl", keep_bytes=progress["rejects_bytes"] if progress else 0)
+    done = progress["batches"] if progress else 0
     try:
         batches = (b for path in files for b in batched(read_records(path), opts.batch_size))
-        for result in _results(opts, Preparer(opts, tok, template), batches):
+        for n, result in enumerate(
+            _results(opts, Preparer(opts, tok, template), islice(batches, done, None)), done + 1
+        ):
             _write(result, shards, rejects, opts.strict)
             stats.merge(result.stats)
+            if shards.end_batch():
+                _save_progress(tmp, key, n, shards.shards, rejects.tell(), stats)
         shards.flush()
+    except KeyboardInterrupt:
+        rejects.close()
+        raise  # keep the staging directory: `--resume` continues from the last closed shard
     except BaseException:
         rejects.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     rejects.close()
-    manifest = build_manifest(opts, tok, template, stats, shards.shards)
+    manifest = build_manifest(opts, tok, template, stats, shards.shards, key)
     write_manifest(tmp / "manifest.json", manifest)
+    (tmp / PROGRESS).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return manifest
+
+
+PROGRESS = "progress.json"
+
+
+def _existing_manifest(out: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _load_progress(tmp: Path, key: str) -> dict[str, Any] | None:
+    try:
+        progress = json.loads((tmp / PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return progress if progress.get("key") == key else None
+
+
+def _save_progress(tmp: Path, key: str, batches: int, shards: list[str], rejects_bytes: int, stats: Stats) -> None:
+    """Atomically record a resumable point: `batches` batches are fully in `shards` and rejects."""
+    data = {"key": key, "batches": batches, "shards": shards, "rejects_bytes": rejects_bytes, "stats": stats.to_dict()}
+    part = tmp / (PROGRESS + ".part")
+    part.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(part, tmp / PROGRESS)
+
+
+def _remove_unlisted_shards(tmp: Path, keep: list[str]) -> None:
+    for f in tmp.glob("data-*.parquet"):
+        if f.name not in keep:
+            f.unlink()
 
 
 def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, strict: bool) -> None:
