@@ -19,6 +19,8 @@ from sftprep.errors import SftprepError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Tokenizer utilities.")
 app.add_typer(tokenizer_app, name="tokenizer")
+template_app = typer.Typer(no_args_is_help=True, help="Chat template utilities.")
+app.add_typer(template_app, name="template")
 err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
@@ -61,6 +63,7 @@ def prepare(
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
     from sftprep.options import PrepareOptions
+    from sftprep.progress import RunProgress
     from sftprep.run import prepare as run
     from sftprep.summary import print_summary
     from sftprep.system_prompt import load_system_prompt
@@ -89,7 +92,8 @@ def prepare(
         workers=workers,
         resume=resume,
     )
-    manifest = run(opts)
+    with RunProgress("prepare", quiet=quiet, console=err) as progress:
+        manifest = run(opts, on_batch=progress.update)
     if manifest.get("up_to_date"):
         if not quiet:
             out.print(f"{out_dir} is up to date (same inputs, options, tokenizer, template and version): nothing to do")
@@ -122,6 +126,26 @@ def tokenizer_train(
 
     path = train_from_files([str(f) for f in files], vocab_size, out_dir, template, min_frequency)
     out.print(f"[green]wrote[/] {path}")
+
+
+@template_app.command("check")
+def template_check(
+    template: Annotated[str | None, typer.Argument(help="Built-in name, .jinja, tokenizer_config.json or dir.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer whose special tokens fit the template.")] = None,
+    template_var: Annotated[list[str], typer.Option(help="Extra template variable KEY=VALUE.")] = [],  # noqa: B006
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Render probe conversations: prefix preservation, end-of-turn marker, trained text per turn, errors."""
+    import dataclasses
+    import json
+
+    from sftprep.template_check import check_template, print_report
+
+    report = check_template(template, tokenizer, _parse_pairs(template_var, "--template-var"))
+    if json_out:
+        out.print_json(json.dumps({**dataclasses.asdict(report), "prefix_preserving": report.prefix_preserving}))
+    else:
+        print_report(report, out)
 
 
 def main() -> None:

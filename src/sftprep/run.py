@@ -11,7 +11,7 @@ import multiprocessing as mp
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare(opts: PrepareOptions) -> dict[str, Any]:
+def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
     A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`."""
     opts.validate()
@@ -91,6 +91,8 @@ def prepare(opts: PrepareOptions) -> dict[str, Any]:
         ):
             _write(result, shards, rejects, opts.strict)
             stats.merge(result.stats)
+            if on_batch is not None:
+                on_batch(sum(f.records_read for f in result.stats.files.values()), result.stats.tokens)
             if shards.end_batch():
                 _save_progress(tmp, key, n, shards.shards, rejects.tell(), stats)
         shards.flush()

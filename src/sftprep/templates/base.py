@@ -33,6 +33,10 @@ class ChatTemplate(Protocol):
         (each rendered exactly as at inference: history + generation prompt, then that turn)."""
         ...
 
+    def end_of_turn(self, opts: RenderOptions) -> str | None:
+        """The marker that ends an assistant turn (trained with --train-on-eos); None if there is none."""
+        ...
+
     def markers(self, opts: RenderOptions) -> list[str]:
         """The template's structural markers (special tokens when training a tokenizer)."""
         ...

@@ -102,6 +102,9 @@ class SpecTemplate:
         self.name = spec.name
         self.source_text = json.dumps(spec.__dict__, sort_keys=True, ensure_ascii=False)
 
+    def end_of_turn(self, opts: RenderOptions) -> str | None:
+        return _sub(self.spec.end_of_turn, bos=opts.bos_token, eos=opts.eos_token) or None
+
     def markers(self, opts: RenderOptions) -> list[str]:
         return [m for m in (_sub(x, bos=opts.bos_token, eos=opts.eos_token) for x in self.spec.markers) if m]
 
