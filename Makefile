@@ -27,6 +27,8 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 test: lint
+	# the HTML report's browser test uses Debian's chromium (skips with a reason where it can't be installed)
+	bash scripts/install_chromium.sh || echo "chromium unavailable: the browser test will skip"
 	$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: broken set-up"; exit 1; fi; exit $$rc
 

@@ -105,12 +105,29 @@ def prepare(
 @app.command()
 def inspect(
     out_dir: Annotated[Path, typer.Argument(help="A directory written by `sftprep prepare`.")],
-    index: Annotated[int, typer.Option(help="Example index.")] = 0,
+    index: Annotated[list[int], typer.Option(help="Example index (repeatable with --html).")] = [],  # noqa: B006
+    html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report here.")] = None,
+    sample: Annotated[int | None, typer.Option(help="With --html: N random examples.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
 ) -> None:
-    """Show one example's tokens: trained and masked in two colours, boundaries and roles visible."""
+    """Show examples: trained and masked tokens in two colours, token boundaries and roles visible."""
+    if html is not None:
+        from sftprep.report import html_report
+
+        path = html_report(out_dir, html, sample, index or None, seed)
+        out.print(f"[green]wrote[/] {path}")
+        return
     from sftprep.inspect import show_example
 
-    show_example(out_dir, index, out)
+    show_example(out_dir, index[0] if index else 0, out)
+
+
+@app.command()
+def stats(out_dir: Annotated[Path, typer.Argument(help="A directory written by `sftprep prepare`.")]) -> None:
+    """Dataset health: length and trainable-fraction histograms, rejects, truncation, splits, checks."""
+    from sftprep.report import stats_command
+
+    stats_command(out_dir, out)
 
 
 @tokenizer_app.command("train")

@@ -183,7 +183,9 @@ class Preparer:
                 e = e2
             else:
                 e = truncate_right(e, max_len)
-            self.stats.truncated += 1
+            if e.num_trainable == 0:
+                return None, "no_trainable_tokens"
+            self.stats.truncated += 1  # counted only for examples that are written
         if e.num_trainable == 0:
             return None, "no_trainable_tokens"
         return e, ""
