@@ -17,6 +17,7 @@ from sftprep.tokenizer import BPETokenizer
 
 IGNORE = -100
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"
+IM_START = MARKER_IDS["<|im_start|>"]
 IM_END = MARKER_IDS["<|im_end|>"]
 
 CONV: dict[str, Any] = {
@@ -210,11 +211,12 @@ def test_special_token_string_in_user_text_is_plain_text(tmp_path: Path, tok_dir
     assert hand_decode(ids) == f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\nEnd.<|im_end|>\n"
 
 
-def test_special_token_string_in_assistant_text_is_trained_as_plain_text(tmp_path: Path, tok_dir: Path) -> None:
+def test_special_token_string_in_assistant_text_is_the_special_token(tmp_path: Path, tok_dir: Path) -> None:
+    # what the model emits at inference: the tokenizer's own encoding (only non-assistant text is made plain)
     rec = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a<|im_start|>b"}]}
     manifest, (row,) = run(tmp_path, [rec], tok_dir)
-    assert [x for x in row["labels"] if x != IGNORE] == [ord(c) for c in "a<|im_start|>b"] + [IM_END]
-    assert manifest["special_tokens_in_content"] == 1
+    assert [x for x in row["labels"] if x != IGNORE] == [ord("a"), IM_START, ord("b"), IM_END]
+    assert manifest["special_tokens_in_content"] == 0
 
 
 # ---------------------------------------------------------------------------- files

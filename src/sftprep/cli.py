@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sftprep.errors import SftprepError
 
@@ -167,9 +168,13 @@ def template_check(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
+        if isinstance(rv, int) and rv != 0:  # typer turns Ctrl-C into Exit(130) and returns it
+            if rv == 130:
+                err.print("interrupted; `sftprep prepare ... --resume` continues from the last closed shard")
+            sys.exit(rv)
     except SftprepError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")

@@ -75,6 +75,9 @@ class Stats:
         stats.dropped_examples = Counter(d["dropped_examples"])
         return stats
 
+    def touch(self, name: str) -> None:
+        self._file(name)
+
     def _file(self, name: str) -> FileCounts:
         return self.files.setdefault(name, FileCounts())
 
@@ -141,6 +144,7 @@ def build_manifest(
         "shards": shards,
         "tokenizer": {
             "path": tok.path,
+            "loader": tok.loader,
             "sha256": tok.sha256,
             "bos_token": tok.bos_token,
             "eos_token": tok.eos_token,

@@ -37,6 +37,7 @@ class PrepareOptions:
     batch_size: int = 1_000
     overwrite: bool = False
     workers: int = 1
+    max_chars: int = 8_000_000  # a rendered conversation longer than this is rejected (memory guard)
     resume: bool = False
 
     def validate(self) -> None:

@@ -77,7 +77,7 @@ class Preparer:
             p.reject, p.units = units, []
             return p
         for u in units:
-            problem = self._mark_special(u)
+            problem = _check_text(u, self.opts) or self._mark_special(u)
             if problem is not None:
                 p.reject, p.units = problem, []
                 return p
@@ -86,10 +86,11 @@ class Preparer:
         return p
 
     def _mark_special(self, r: RenderedConversation) -> Reject | None:
-        """Record where message content spells an added token (encoded as plain text later)."""
+        """Record where user/system/tool text spells an added token (encoded as plain text later)."""
         found: list[Span] = []
         for msg, span in zip(r.conversation.messages, r.message_spans):
-            if not self.tok.find_special(msg.full_content):
+            # assistant text keeps the tokenizer's own encoding: special tokens there are what the model emits
+            if msg.role == "assistant" or not self.tok.find_special(msg.full_content):
                 continue
             if span is None:
                 c = r.conversation
@@ -204,6 +205,32 @@ class Preparer:
             self._encode([q])
             if len(q.encoded) == 1 and len(q.encoded[0].input_ids) <= max_len:
                 return q.encoded[0]
+
+
+def _check_text(r: RenderedConversation, opts: PrepareOptions) -> Reject | None:
+    """Text the tokenizer cannot take, or so large that encoding it would exhaust memory."""
+    c = r.conversation
+    where = f"{c.source_file}:{c.source_line}"
+    if len(r.text) > opts.max_chars:
+        return Reject(
+            c.source_file,
+            c.source_line,
+            "record_too_large",
+            f"{where}: the rendered conversation has {len(r.text):,} characters, over --max-chars "
+            f"{opts.max_chars:,}; fix: split the record, or raise --max-chars",
+        )
+    if not r.text.isascii():
+        try:
+            r.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return Reject(
+                c.source_file,
+                c.source_line,
+                "bad_encoding",
+                f"{where}: the text holds {e.object[e.start : e.end]!r}, which is not valid Unicode "
+                "(a lone surrogate, e.g. from a \\ud800 escape); fix: repair the record's text",
+            )
+    return None
 
 
 def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:

@@ -125,7 +125,10 @@ def _first_significant_byte(f: IO[bytes]) -> bytes:
     first = True
     try:
         while True:
-            chunk = f.read(65536)
+            try:
+                chunk = f.read1(4096) if hasattr(f, "read1") else f.read(4096)
+            except EOFError:  # a cut-off gzip: decide from what could be read; the reader reports the rest
+                chunk = b""
             if not chunk:
                 return b""
             if first and chunk.startswith(_BOM):

@@ -46,6 +46,9 @@ def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) ->
         "version": __version__,
         "options": opts.recorded(),
         "tokenizer": tok.sha256,
+        "tokenizer_config": tok.config,
+        "loader": tok.loader,
+        "chat_template": tok.chat_template,
         "template": template_sha256(template),
         "inputs": [[str(f), _file_sha256(f)] for f in files],
     }
@@ -70,7 +73,7 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
     key = run_key(opts, files, tok, template)
     out = Path(opts.out_dir)
     existing = _existing_manifest(out)
-    if existing is not None and existing.get("cache_key") == key:
+    if existing is not None and existing.get("cache_key") == key and _complete(out, existing):
         return {**existing, "up_to_date": True}
     if out.exists() and not opts.overwrite:
         raise ConfigError(f"{out} exists and was made from other inputs or options; pass --overwrite to replace it")
@@ -80,6 +83,8 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     stats = Stats.from_dict(progress["stats"]) if progress else Stats()
+    for f in files:  # every input is in the per-file counts, even an empty one
+        stats.touch(str(f))
     shards = ShardWriter(tmp, opts.shard_size, shards=progress["shards"] if progress else None)
     _remove_unlisted_shards(tmp, shards.shards)
     rejects = RejectWriter(tmp / "rejects.jsonl", keep_bytes=progress["rejects_bytes"] if progress else 0)
@@ -107,13 +112,26 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
     manifest = build_manifest(opts, tok, template, stats, shards.shards, key)
     write_manifest(tmp / "manifest.json", manifest)
     (tmp / PROGRESS).unlink(missing_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    _replace_dir(tmp, out)
     return manifest
 
 
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put `new` at `out` so that a kill at any moment leaves no `out` or a complete one."""
+    old = out.with_name(f".{out.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 PROGRESS = "progress.json"
+
+
+def _complete(out: Path, manifest: dict[str, Any]) -> bool:
+    return all((out / name).is_file() for name in manifest.get("shards", []))
 
 
 def _existing_manifest(out: Path) -> dict[str, Any] | None:

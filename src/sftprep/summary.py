@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
 def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> None:
-    table = Table(title=f"sftprep prepare -> {out_dir}", show_header=False, title_justify="left")
+    table = Table(title=f"sftprep prepare -> {escape(str(out_dir))}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("count", justify="right")
     trainable = manifest["trainable_tokens"]
@@ -31,8 +32,9 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
         table.add_row(what, str(n))
     console.print(table)
     for reason, n in manifest["rejected_by_reason"].items():
-        console.print(f"  [yellow]rejected[/] {n} x {reason}")
+        console.print(f"  [yellow]rejected[/] {n} x {escape(reason)}")
     for reason, n in manifest.get("examples_dropped_by_reason", {}).items():
         console.print(f"  [yellow]dropped examples[/] {n} x {reason}")
     if manifest["records_rejected"]:
-        console.print(f"  [yellow]warning:[/] see {out_dir / 'rejects.jsonl'} for each rejected record and why")
+        where = escape(str(out_dir / "rejects.jsonl"))
+        console.print(f"  [yellow]warning:[/] see {where} for each rejected record and why")

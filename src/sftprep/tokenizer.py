@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class BPETokenizer:
     chat_template: str | list[Any] | None = None
     default_template: str | None = None  # a built-in template name recorded by `sftprep tokenizer train`
     config: dict[str, Any] = field(default_factory=dict)
+    loader: str = "tokenizers"  # "transformers" when its (possibly reconfigured) backend encodes
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -64,6 +66,8 @@ class BPETokenizer:
             tok = cls._build(tj, cfg if cfg.is_file() else None)
             if tok.chat_template is None:
                 tok.chat_template = _template_beside(d)
+            if cfg.is_file() and d != default_tokenizer_dir():
+                tok._use_transformers_backend(d)
             return tok
         tiktoken_files = sorted(d.glob("*.tiktoken"))
         if tiktoken_files:
@@ -96,6 +100,31 @@ class BPETokenizer:
             default_template=cfg.get("sftprep_template"),
             config=cfg,
         )
+
+    def _use_transformers_backend(self, d: Path) -> None:
+        """Encode exactly as transformers does: it may reconfigure tokenizer.json from tokenizer_config.json
+        (e.g. Llama/Phi-3 `legacy: false` drops the prefix space after special tokens). Needs the `hf` extra;
+        without it the raw tokenizer.json is used (`loader` in the manifest says which). The configured
+        backend is cached by the files' hash and the transformers version (loading transformers is slow)."""
+        try:
+            version = metadata.version("transformers")
+        except metadata.PackageNotFoundError:
+            return
+        cached = _backend_cache_path(d, version)
+        if cached is not None and cached.is_file():
+            self.tokenizer = Tokenizer.from_str(cached.read_text(encoding="utf-8"))
+            self.loader = "transformers"
+            return
+        try:
+            from transformers import AutoTokenizer
+
+            backend = AutoTokenizer.from_pretrained(str(d)).backend_tokenizer
+        except Exception:  # transformers cannot load it: the raw tokenizer.json stays in use
+            return
+        self.tokenizer = backend
+        self.loader = "transformers"
+        if cached is not None:
+            _write_atomic(cached, backend.to_str())
 
     # -- vocabulary ------------------------------------------------------------------------------
     @cached_property
@@ -156,6 +185,30 @@ class BPETokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def _backend_cache_path(d: Path, transformers_version: str) -> Path | None:
+    root = Path(os.environ.get("SFTPREP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "sftprep")
+    h = hashlib.sha256(transformers_version.encode())
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        f = d / name
+        if f.is_file():
+            h.update(name.encode() + f.read_bytes())
+    try:
+        folder = root.expanduser() / "tokenizers"
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder / f"{h.hexdigest()}.json"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    try:
+        tmp = path.with_suffix(f".{os.getpid()}.part")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _token_str(value: Any) -> str | None:
