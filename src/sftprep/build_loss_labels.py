@@ -78,10 +78,8 @@ def plan_pieces(r: RenderedConversation, mask_all: bool = False) -> list[Piece]:
     return pieces
 
 
-def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> list[Encoded]:
-    """Encode every piece of every unit (one Rust batch call for normal text, one for plain text) and
-    build labels for the whole batch at once: ids on trained pieces, IGNORE_INDEX elsewhere."""
-    plans = [plan_pieces(r, mask_all) for r in units]
+def encode_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> list[list[int]]:
+    """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it)."""
     normal: list[str] = []
     plain: list[str] = []
     for r, plan in zip(units, plans):
@@ -89,7 +87,37 @@ def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_
             (plain if p.plain else normal).append(r.text[p.start : p.end])
     enc_normal = iter(tok.encode_batch(normal))
     enc_plain = iter(tok.encode_plain_batch(plain))
-    ids_lists = [next(enc_plain if p.plain else enc_normal).ids for plan in plans for p in plan]
+    return [next(enc_plain if p.plain else enc_normal).ids for plan in plans for p in plan]
+
+
+def encode_in_context(
+    units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer
+) -> list[list[int]]:
+    """Each piece encoded with its left context back to the previous added token, keeping the tokens from
+    the piece's start: what a joint encoding has there (SentencePiece-style tokenizers prepend a space at
+    the start of the input but not after a special token)."""
+    texts: list[tuple[str, int, bool]] = []  # (text with context, where the piece starts in it, plain)
+    for r, plan in zip(units, plans):
+        specials = [a for a, _ in tok.find_special(r.text)]
+        for p in plan:
+            ctx = max((a for a in specials if a < p.start), default=p.start) if p.start > 0 else 0
+            texts.append((r.text[ctx : p.end], p.start - ctx, p.plain))
+    normal = [t for t, _, plain in texts if not plain]
+    plain_texts = [t for t, _, plain in texts if plain]
+    enc_normal = iter(tok.encode_batch_offsets(normal))
+    enc_plain = iter(tok.plain_encode_batch_offsets(plain_texts))
+    out = []
+    for _, cut, plain in texts:
+        enc = next(enc_plain if plain else enc_normal)
+        out.append([i for i, (a, _) in zip(enc.ids, enc.offsets) if a >= cut] if cut else enc.ids)
+    return out
+
+
+def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> list[Encoded]:
+    """Encode every piece of every unit (one Rust batch call for normal text, one for plain text) and
+    build labels for the whole batch at once: ids on trained pieces, IGNORE_INDEX elsewhere."""
+    plans = [plan_pieces(r, mask_all) for r in units]
+    ids_lists = (encode_in_context if tok.start_sensitive else encode_alone)(units, plans, tok)
     lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
     total = int(lengths.sum())
     all_ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=total)

@@ -133,6 +133,15 @@ class BPETokenizer:
         return tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values())
 
     @cached_property
+    def start_sensitive(self) -> bool:
+        """True when text is encoded differently at the start of the input than after a special token
+        (SentencePiece-style `prepend`: Metaspace with prepend_scheme first/always, or a Prepend normalizer),
+        so a piece must be encoded with its left context to get the tokens a joint encoding has."""
+        cfg = json.loads(self.tokenizer.to_str())
+        text = json.dumps([cfg.get("normalizer"), cfg.get("pre_tokenizer")])
+        return '"Prepend"' in text or ('"Metaspace"' in text and '"prepend_scheme": "never"' not in text)
+
+    @cached_property
     def special_ids(self) -> frozenset[int]:
         return frozenset(self.tokenizer.get_added_tokens_decoder())
 
@@ -179,6 +188,9 @@ class BPETokenizer:
     def encode_plain_batch(self, texts: list[str]) -> list[Encoding]:
         """Encode with added-token strings treated as ordinary text."""
         return self._plain.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+
+    def plain_encode_batch_offsets(self, texts: list[str]) -> list[Encoding]:
+        return self._plain.encode_batch(texts, add_special_tokens=False) if texts else []
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
