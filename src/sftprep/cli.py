@@ -60,6 +60,10 @@ def prepare(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes (0: every core). Output is the same.")] = 1,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (same bytes as uninterrupted).")] = False,
+    engine: Annotated[str, typer.Option(help="local|ray: where batches are prepared. Output is the same.")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="With --engine ray: a running cluster (auto or HOST:PORT); default: local.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
@@ -93,8 +97,15 @@ def prepare(
         workers=workers,
         resume=resume,
     )
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine {engine!r}: expected local or ray")
     with RunProgress("prepare", quiet=quiet, console=err) as progress:
-        manifest = run(opts, on_batch=progress.update)
+        if engine == "ray":
+            from sftprep.engines.ray_engine import prepare_ray
+
+            manifest = prepare_ray(opts, ray_address, on_batch=progress.update)
+        else:
+            manifest = run(opts, on_batch=progress.update)
     if manifest.get("up_to_date"):
         if not quiet:
             out.print(f"{out_dir} is up to date (same inputs, options, tokenizer, template and version): nothing to do")
