@@ -7,9 +7,11 @@ was rejected, OUT_DIR exists without --overwrite).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,13 +28,17 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 
-def _parse_pairs(values: list[str], flag: str) -> dict[str, str]:
-    pairs = {}
+def _parse_pairs(values: list[str], flag: str, typed: bool = False) -> dict[str, Any]:
+    """KEY=VALUE pairs; with `typed`, VALUE is JSON when it parses (true, 3, ["a"]), else the string."""
+    pairs: dict[str, Any] = {}
     for v in values:
         key, sep, value = v.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"{flag} {v!r}: expected KEY=VALUE")
         pairs[key] = value
+        if typed:
+            with contextlib.suppress(ValueError):
+                pairs[key] = json.loads(value)
     return pairs
 
 
@@ -79,7 +85,7 @@ def prepare(
         tokenizer=tokenizer,
         template=template,
         template_name=template_name,
-        template_vars=_parse_pairs(template_var, "--template-var"),
+        template_vars=_parse_pairs(template_var, "--template-var", typed=True),
         format=format,
         role_map=_parse_pairs(role_map, "--role-map"),
         merge_consecutive=merge_consecutive,
@@ -170,7 +176,7 @@ def template_check(
 
     from sftprep.template_check import check_template, print_report
 
-    report = check_template(template, tokenizer, _parse_pairs(template_var, "--template-var"))
+    report = check_template(template, tokenizer, _parse_pairs(template_var, "--template-var", typed=True))
     if json_out:
         out.print_json(json.dumps({**dataclasses.asdict(report), "prefix_preserving": report.prefix_preserving}))
     else:

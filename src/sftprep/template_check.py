@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import jinja2
-from jinja2 import meta, nodes
 
 from sftprep.options import PrepareOptions
 from sftprep.pipeline import Preparer, load_components
 from sftprep.templates.base import ChatTemplate
+from sftprep.templates.hf_jinja import template_variables as hf_template_variables
 from sftprep.templates.jinja_template import JinjaTemplate
 from sftprep.types import RawRecord
 
@@ -114,15 +111,7 @@ class TemplateReport:
 
 def template_variables(template: ChatTemplate) -> list[str]:
     """Variables a Jinja template reads beyond the HF conventions (give them with --template-var)."""
-    if not isinstance(template, JinjaTemplate):
-        return []
-    ast = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(_without_generation(template.source_text))
-    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    return sorted(meta.find_undeclared_variables(ast) - HF_VARIABLES - assigned)
-
-
-def _without_generation(source: str) -> str:
-    return re.sub(r"\{%-?\s*(end)?generation\s*-?%\}", "", source)
+    return hf_template_variables(template.source_text) if isinstance(template, JinjaTemplate) else []
 
 
 def check_template(

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -93,6 +93,37 @@ def compile_template(source: str) -> jinja2.Template:
 
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+HF_VARIABLES = frozenset(
+    {
+        "messages",
+        "add_generation_prompt",
+        "bos_token",
+        "eos_token",
+        "tools",
+        "documents",
+        "raise_exception",
+        "strftime_now",
+        "unk_token",
+        "pad_token",
+        "range",
+        "namespace",
+        "loop",
+    }
+)
+
+
+def template_variables(source: str) -> list[str]:
+    """Variables a template reads beyond the HF conventions (given with --template-var)."""
+    ast = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(
+        _GENERATION_TAG.sub("", _ENDGEN.sub("", source))
+    )
+    assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    return sorted(meta.find_undeclared_variables(ast) - HF_VARIABLES - assigned)
+
+
+_ENDGEN = re.compile(r"\{%-?\s*endgeneration\s*-?%\}")
 
 
 def has_generation_tags(source: str) -> bool:

@@ -15,7 +15,13 @@ from typing import Any
 import jinja2
 
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
-from sftprep.templates.hf_jinja import TemplateRaised, compile_template, has_generation_tags, render
+from sftprep.templates.hf_jinja import (
+    TemplateRaised,
+    compile_template,
+    has_generation_tags,
+    render,
+    template_variables,
+)
 from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
@@ -93,6 +99,7 @@ class JinjaTemplate:
         self.has_generation_tags = has_generation_tags(source)
         self._marker_cache: dict[tuple[str, str], str | None] = {}
         self._skeletons: dict[tuple[object, ...], Skeleton | None] = {}
+        self.variables_read = template_variables(source)
 
     # -- rendering ------------------------------------------------------------------------------
     def variables(
@@ -240,11 +247,14 @@ class JinjaTemplate:
         at = own.rfind(content) if content else -1
         start = completion_start(prompt, own, history, at)
         if start is None:
+            cut = common_prefix_len(prompt, own)
             return _reject(
                 conv,
                 "generation_prompt_mismatch",
-                f"messages[{i}]: the template renders this assistant turn without anything that matches its "
-                "generation prompt, so the text the model sees at inference cannot be aligned with it",
+                f"messages[{i}]: the generation prompt continues with {prompt[cut : cut + 40]!r} where the template "
+                f"renders this assistant turn as {own[cut : cut + 60]!r}, so no prompt exists from which the model "
+                "would produce it; fix: a template variable may switch this (this template reads: "
+                f"{', '.join(self.variables_read) or 'no extra variables'}; e.g. --template-var enable_thinking=true)",
             )
         end, span, _ = turn_end(own, start, content, marker, opts.train_on_eos)
         shift = len(prompt) - start

@@ -38,9 +38,8 @@ def completion_start(prompt: str, turn_render: str, history: str | None, content
         return len(prompt)
     limit = content_at if content_at >= 0 else len(turn_render)
     if history is not None and prompt.startswith(history) and turn_render.startswith(history):
-        start = _after_generation_prompt(prompt[len(history) :], turn_render, len(history), limit)
-        if start is not None:
-            return start
+        # the history renders the same: only the generation prompt and the turn's header can differ
+        return _after_generation_prompt(prompt[len(history) :], turn_render, len(history), limit)
     anchor = prompt.rstrip()
     for m in range(min(len(anchor), limit), MIN_ANCHOR - 1, -1):
         j = turn_render.rfind(anchor[-m:], 0, limit)
@@ -57,7 +56,9 @@ def _after_generation_prompt(gen: str, text: str, offset: int, limit: int) -> in
     at = text.find(anchor, offset, limit)
     if at >= 0:
         return _skip_given_whitespace(gen, text, at + len(anchor), limit)
-    return offset + lcp if offset + lcp <= limit else None
+    if offset + lcp > limit or text[offset + lcp : limit].strip():
+        return None  # the prompt pre-fills text (an empty think block) that this turn contradicts
+    return offset + lcp
 
 
 def _skip_given_whitespace(prompt: str, text: str, pos: int, limit: int) -> int:
