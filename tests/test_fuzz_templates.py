@@ -83,8 +83,6 @@ def render(name: str, msgs: list[tuple[str, str, int | None]], train_eos: bool, 
     if system is not None and s.get("system") is None:
         if s.get("system_in_first_user") is None or not rest or rest[0][0] != "user":
             return Expected(reject="template_unsupported")
-        if any(m in system for m in MARKERS):  # folded text has no span to encode as plain text
-            return Expected(reject="special_token_in_content")
         fold = system
     elif system is not None or s.get("default_system") is not None:
         before, after = around(s["system"])

@@ -61,7 +61,7 @@ def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
         js = cuts_needing_check(e)
         if not js:
             continue
-        specials = [s for s in tok.find_special(e.rendered.text) if not _in_plain(s, e)]
+        specials = [s for s in tok.find_added(e.rendered.text) if not _in_plain(s, e)]
         for j in js:
             prev, cur = e.pieces[j - 1], e.pieces[j]
             if prev.plain or cur.plain:

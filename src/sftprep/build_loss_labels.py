@@ -98,7 +98,7 @@ def encode_in_context(
     the start of the input but not after a special token)."""
     texts: list[tuple[str, int, bool]] = []  # (text with context, where the piece starts in it, plain)
     for r, plan in zip(units, plans):
-        specials = [a for a, _ in tok.find_special(r.text)]
+        specials = [a for a, _ in tok.find_added(r.text)]
         for p in plan:
             ctx = max((a for a in specials if a < p.start), default=p.start) if p.start > 0 else 0
             texts.append((r.text[ctx : p.end], p.start - ctx, p.plain))

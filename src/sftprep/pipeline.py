@@ -15,12 +15,13 @@ from sftprep.manifest import Stats
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.options import PrepareOptions
 from sftprep.render_chat_prompt import render_chat_prompt, split_turns
+from sftprep.special_text import masked_conversation, needs_marking, placeholder_spans
 from sftprep.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
 from sftprep.templates.loader import load_template
 from sftprep.tokenizer import BPETokenizer
 from sftprep.truncation import drop_oldest_exchange, truncate_right
-from sftprep.types import Conversation, RawRecord, Reject, RenderedConversation, Span
+from sftprep.types import Conversation, RawRecord, Reject, RenderedConversation
 
 
 @dataclass
@@ -77,34 +78,38 @@ class Preparer:
             p.reject, p.units = units, []
             return p
         for u in units:
-            problem = _check_text(u, self.opts) or self._mark_special(u)
+            problem = _check_text(u, self.opts)
             if problem is not None:
                 p.reject, p.units = problem, []
                 return p
+        problem = self._mark_special(p.conv, units)
+        if problem is not None:
+            p.reject, p.units = problem, []
+            return p
+        for u in units:
             absorb_rstrip(u, self.rstrip_tokens)
         p.units = units
         return p
 
-    def _mark_special(self, r: RenderedConversation) -> Reject | None:
-        """Record where user/system/tool text spells an added token (encoded as plain text later)."""
-        found: list[Span] = []
-        for msg, span in zip(r.conversation.messages, r.message_spans):
-            # assistant text keeps the tokenizer's own encoding: special tokens there are what the model emits
-            if msg.role == "assistant" or not self.tok.find_special(msg.full_content):
-                continue
-            if span is None:
-                c = r.conversation
-                return Reject(
-                    c.source_file,
-                    c.source_line,
-                    "special_token_in_content",
-                    f"{c.source_file}:{c.source_line}: a {msg.role} message spells a special token and "
-                    "the template transforms its text, so it cannot be encoded as plain text",
-                )
-            found.extend(
-                Span(span.start + a, span.start + b) for a, b in self.tok.find_special(r.text[span.start : span.end])
+    def _mark_special(self, conv: Conversation, units: list[RenderedConversation]) -> Reject | None:
+        """Record where user/system/tool text spells an added token (encoded as plain text later).
+        Assistant text keeps the tokenizer's own encoding: special tokens there are what the model emits."""
+        pattern = self.tok.special_pattern
+        if pattern is None or not needs_marking(conv, self.tok.find_special):
+            return None
+        masked = render_chat_prompt(masked_conversation(conv, pattern), self.template, self.ropts, self.opts.mask)
+        ok = not isinstance(masked, Reject) and len(masked) == len(units)
+        spans = [placeholder_spans(u, m) for u, m in zip(units, masked)] if ok else [None]
+        if any(s is None for s in spans):
+            return Reject(
+                conv.source_file,
+                conv.source_line,
+                "special_token_in_content",
+                f"{conv.source_file}:{conv.source_line}: a message spells a special token and the "
+                "template's render of it could not be located, so it cannot be encoded as plain text",
             )
-        r.special_in_content = found
+        for u, found in zip(units, spans):
+            u.special_in_content = found or []
         return None
 
     # -- per batch -------------------------------------------------------------------------------

@@ -145,16 +145,26 @@ class BPETokenizer:
     def special_ids(self) -> frozenset[int]:
         return frozenset(self.tokenizer.get_added_tokens_decoder())
 
+    @property
+    def special_pattern(self) -> re.Pattern[str] | None:
+        return self._special_re
+
     @cached_property
     def _special_re(self) -> re.Pattern[str] | None:
-        toks = sorted((t for t in self.added_tokens if t), key=len, reverse=True)
-        return re.compile("|".join(map(re.escape, toks))) if toks else None
+        specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special]
+        return _alternation(specials)
+
+    @cached_property
+    def _added_re(self) -> re.Pattern[str] | None:
+        return _alternation(list(self.added_tokens))
 
     def find_special(self, text: str) -> list[tuple[int, int]]:
-        """Where `text` spells an added token (to encode those places as plain text)."""
-        if self._special_re is None:
-            return []
-        return [m.span() for m in self._special_re.finditer(text)]
+        """Where `text` spells a special token (user text there is encoded as plain text)."""
+        return [m.span() for m in self._special_re.finditer(text)] if self._special_re else []
+
+    def find_added(self, text: str) -> list[tuple[int, int]]:
+        """Where `text` has an added token (special or not): the tokenizer splits the text there."""
+        return [m.span() for m in self._added_re.finditer(text)] if self._added_re else []
 
     @property
     def vocab_size(self) -> int:
@@ -221,6 +231,11 @@ def _write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def _alternation(tokens: list[str]) -> re.Pattern[str] | None:
+    toks = sorted((t for t in tokens if t), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, toks))) if toks else None
 
 
 def _token_str(value: Any) -> str | None:
