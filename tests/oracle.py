@@ -13,16 +13,19 @@ import gzip
 import json
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.templates.jinja_template import message_to_hf
+from sftprep.tokenizer import BPETokenizer
 from sftprep.types import Conversation, Message, RawRecord, Reject
 
 IGNORE = -100
@@ -32,13 +35,8 @@ WHITE_SPACE = (
 )
 
 # End-of-turn markers, by tokenizer directory (own template) or built-in template; alpaca: the tokenizer's eos.
-END_OF_TURN: dict[str, str] = {
-    "qwen2.5": "<|im_end|>",
-    "minimind": "<|im_end|>",
-    "llama3": "<|eot_id|>",
-    "phi-3-mini": "<|end|>",
-    "chatml": "<|im_end|>",
-}
+END_OF_TURN = {"qwen2.5": "<|im_end|>", "minimind": "<|im_end|>", "chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
+END_OF_TURN["phi-3-mini"] = "<|end|>"
 
 # sftprep's built-in specs (templates/builtin.json) as documented, written by hand as HF Jinja.
 CHATML_JINJA = """
@@ -96,6 +94,16 @@ PLAIN_TEXT_ROLES = frozenset({"system", "user", "tool"})
 @lru_cache(maxsize=16)
 def load_hf_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path)
+
+
+@contextmanager
+def sftprep_loads_each_tokenizer_once() -> Iterator[None]:
+    """sftprep loads its tokenizer per prepare() (1-2 s for qwen2.5/llama3): memoize that inside the block, so
+    tests can afford many small runs. The pipeline itself runs unchanged."""
+    cached = lru_cache(maxsize=8)(BPETokenizer.load)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BPETokenizer, "load", staticmethod(lambda path=None: cached(None if path is None else str(path))))
+        yield
 
 
 def make_oracle(tokenizer_dir: str | Path, template: str | None = None) -> Oracle:
@@ -172,14 +180,12 @@ def _loads(line: str) -> Any:
 
 
 def iter_output(out_dir: str | Path) -> Iterator[dict[str, Any]]:
-    manifest = json.loads((Path(out_dir) / "manifest.json").read_text("utf-8"))
-    for name in manifest["shards"]:
+    for name in json.loads((Path(out_dir) / "manifest.json").read_text("utf-8"))["shards"]:
         yield from pq.read_table(Path(out_dir) / name).to_pylist()
 
 
-def read_rejects(out_dir: str | Path) -> list[dict[str, Any]]:
-    text = (Path(out_dir) / "rejects.jsonl").read_text("utf-8")
-    return [json.loads(line) for line in text.split("\n") if line.strip()]  # not splitlines(): U+2028 is data
+def read_rejects(out_dir: str | Path) -> list[dict[str, Any]]:  # split("\n"), not splitlines(): U+2028 is data
+    return [json.loads(x) for x in (Path(out_dir) / "rejects.jsonl").read_text("utf-8").split("\n") if x.strip()]
 
 
 def check_reconciliation(out_dir: str | Path, inputs: Sequence[str | Path]) -> list[str]:
@@ -192,15 +198,14 @@ def check_reconciliation(out_dir: str | Path, inputs: Sequence[str | Path]) -> l
     written = {(e["source_file"], e["source_line"]) for e in iter_output(out_dir)}
     rejects = read_rejects(out_dir)
     rejected = [(r["source_file"], r["source_line"]) for r in rejects if "turn" not in r]
-    problems += [f"reject without a reason: {snippet(json.dumps(r))}" for r in rejects if not r.get("reason")]
-    problems += [f"reject without a message: {snippet(json.dumps(r))}" for r in rejects if not r.get("message")]
+    problems += [f"reject without a reason/message: {snippet(json.dumps(r))}" for r in rejects if not r.get("reason")]
+    problems += [f"reject without a reason/message: {snippet(json.dumps(r))}" for r in rejects if not r.get("message")]
     if len(set(rejected)) != len(rejected):
         problems.append("a record is rejected twice")
     if written & set(rejected):
         problems.append(f"records both written and rejected: {sorted(written & set(rejected))[:5]}")
     expected = {(str(p), line) for p in inputs for line in read_source_records(p)}
-    if written | set(rejected) != expected:
-        seen = written | set(rejected)
+    if (seen := written | set(rejected)) != expected:
         problems.append(f"records missing: {sorted(expected - seen)[:5]}; unknown: {sorted(seen - expected)[:5]}")
     if manifest["records_read"] != len(written) + len(rejected):
         problems.append(f"records_read {manifest['records_read']} != {len(written)} written + {len(rejected)} rejected")
@@ -241,9 +246,8 @@ class Oracle:
 
     def spelled(self, messages: Sequence[Message]) -> int:
         """Special-token spellings in PLAIN_TEXT_ROLES message text (content, input): plain text, not the token."""
-        if self._special_re is None:
-            return 0
-        return sum(len(self._special_re.findall(m.full_content)) for m in messages if m.role in PLAIN_TEXT_ROLES)
+        pattern, roles = self._special_re, PLAIN_TEXT_ROLES
+        return sum(len(pattern.findall(m.full_content)) for m in messages if m.role in roles) if pattern else 0
 
     def neutral(self, text: str) -> str:
         """`text` with each special-token spelling replaced by as many '#': same length, no special token."""

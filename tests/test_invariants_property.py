@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,27 @@ import pytest
 from conftest import SHARED_DIR, requires_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import check_reconciliation, iter_output, make_oracle, read_rejects
+from oracle import check_reconciliation, iter_output, make_oracle, read_rejects, sftprep_loads_each_tokenizer_once
 
 import sftprep
-from sftprep.tokenizer import BPETokenizer
 
 pytestmark = requires_shared
 
 TOKENIZERS_DIR = SHARED_DIR / "tokenizers"
 # (tokenizer, template, examples): each example prepares one small JSONL file of 1-4 conversations.
 CONFIGS: list[tuple[str, str | None, int]] = [
-    ("qwen2.5", None, 30),
-    ("llama3", None, 30),
-    ("phi-3-mini", None, 30),
-    ("minimind", None, 40),
-    ("qwen2.5", "chatml", 30),
+    ("qwen2.5", None, 40),
+    ("llama3", None, 40),
+    ("phi-3-mini", None, 40),
+    ("minimind", None, 60),
+    ("qwen2.5", "chatml", 40),
+    ("qwen2.5", "alpaca", 25),
 ]
 
 SPECIAL_TEXT = [
     *("<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"),
-    *("<|begin_of_text|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<s>", "</s>"),
-    *("<think>", "</think>", "<tool_call>", "<|im_end", "|>"),
+    *("<|begin_of_text|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "<s>", "<|im_end", "|>"),
+    *("<think>", "</think>", "<tool_call>", "</s>"),  # non-special added tokens of minimind, qwen2.5, phi-3
 ]
 FRAGMENTS = [
     *(" ", "  ", "\n", "\n\n", "\t", " \n ", "\r\n", "\u200b", "\u00a0", "\u2028", "\x1f"),
@@ -48,35 +47,31 @@ FRAGMENTS = [
     *("### Response:", "assistant", "user\n", "Hello", " world", "x"),
 ]
 text_piece = st.one_of(st.text(st.characters(exclude_categories=("Cs",)), max_size=8), st.sampled_from(FRAGMENTS))
-
-
-def contents(excluded: frozenset[str] = frozenset()) -> st.SearchStrategy[str]:
-    specials = [s for s in SPECIAL_TEXT if s not in excluded]
-    pieces = st.one_of(text_piece, st.sampled_from(specials)) if specials else text_piece
-    return st.lists(pieces, max_size=5).map("".join)
+content = st.lists(st.one_of(text_piece, st.sampled_from(SPECIAL_TEXT)), max_size=5).map("".join)
+no_special_content = st.lists(text_piece, max_size=5).map("".join)
 
 
 @st.composite
-def conversations(draw: st.DrawFn, excluded: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A chat record; system/user text never spells the `excluded` special tokens (assistant text may)."""
-    typed, reply_text = contents(excluded), contents()
+def conversations(draw: st.DrawFn, typed_specials: bool = True) -> dict[str, Any]:
+    """A chat record; `typed_specials`: whether system/user text may spell special tokens (assistant text does)."""
+    typed = content if typed_specials else no_special_content
     messages: list[dict[str, Any]] = []
     if draw(st.booleans()):
         messages.append({"role": "system", "content": draw(typed)})
     for _ in range(draw(st.integers(1, 4))):
         messages.append({"role": "user", "content": draw(typed)})
-        reply: dict[str, Any] = {"role": "assistant", "content": draw(reply_text)}
+        reply: dict[str, Any] = {"role": "assistant", "content": draw(content)}
         weight = draw(st.sampled_from([None, None, None, 1, 0]))
         if weight is not None:
             reply["weight"] = weight
         if draw(st.integers(0, 5)) == 0:
-            reply["reasoning_content"] = draw(reply_text)
+            reply["reasoning_content"] = draw(content)
         messages.append(reply)
     return {"messages": messages}
 
 
-def _m(role: str, content: str, **extra: str) -> dict[str, str]:
-    return {"role": role, "content": content, **extra}
+def _m(role: str, text: str, **extra: str) -> dict[str, str]:
+    return {"role": role, "content": text, **extra}
 
 
 def acceptable_reject(record: dict[str, Any], reject: dict[str, Any], specials: frozenset[str]) -> bool:
@@ -114,35 +109,23 @@ def check_batch(records: list[dict[str, Any]], tokenizer: str, template: str | N
 
 
 @pytest.fixture(scope="module", autouse=True)
-def load_each_tokenizer_once() -> Iterator[None]:
-    """sftprep loads its tokenizer per prepare() (1-2 s for qwen2.5/llama3): memoize it for these tests, so that
-    hypothesis can afford its examples and shrinking. The pipeline itself runs unchanged."""
-    load = BPETokenizer.load
-    cached = lru_cache(maxsize=8)(lambda path: load(path))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(BPETokenizer, "load", staticmethod(lambda path=None: cached(None if path is None else str(path))))
+def _load_each_tokenizer_once() -> Iterator[None]:
+    with sftprep_loads_each_tokenizer_once():
         yield
 
 
-# Known sftprep bugs (reported to the lead). Bug A, every own (Jinja) template: where a message is not found
-# verbatim (an empty or trimmed message, reasoning, tools), the content search finds a system/user spelling of a
-# template marker in the template's own markup first: that markup becomes plain text, the user's text the token.
-# Bug B, phi-3: a plain-text special spelling after a space loses characters ('a <|end|>' -> 'a |end|>').
-# The main property leaves those spellings out of system/user text; the strict xfails below keep them in sight.
-MARKERS = frozenset({"<|im_start|>", "<|im_end|>"})
-TYPED_SPECIALS_LEFT_OUT: dict[str, frozenset[str]] = {
-    "qwen2.5": MARKERS,
-    "minimind": MARKERS,
-    "llama3": frozenset({"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}),
-    "phi-3-mini": frozenset(SPECIAL_TEXT),
-}
-BUG_A = "a system/user spelling of a template marker is matched in the template's markup (reported)"
-BUG_B = "phi-3: a plain-text special spelling after a space loses characters (reported)"
+# Known sftprep bug B (reported to the lead): with phi-3 (SentencePiece-style pieces encoded in left context), a
+# special-token spelling typed by a user (plain text) loses its first characters when they merge with the text
+# before it ('x.<s>' becomes 'x.s>'). Until it is fixed, phi-3 gets no special-token spellings in system/user text
+# here; the strict xfail in REGRESSIONS keeps the bug in sight.
+TYPED_SPECIALS_BUG = {"phi-3-mini"}
 
 
-def _run(tokenizer: str, template: str | None, examples: int, excluded: frozenset[str]) -> None:
+def _run(tokenizer: str, template: str | None, examples: int) -> None:
+    typed_specials = template is not None or tokenizer not in TYPED_SPECIALS_BUG
+
     @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-    @given(st.lists(conversations(excluded), min_size=1, max_size=4))
+    @given(st.lists(conversations(typed_specials), min_size=1, max_size=4))
     def run(records: list[dict[str, Any]]) -> None:
         check_batch(records, tokenizer, template)
 
@@ -153,18 +136,17 @@ def _run(tokenizer: str, template: str | None, examples: int, excluded: frozense
     ("tokenizer", "template", "examples"), CONFIGS, ids=[f"{t}+{tpl or 'own'}" for t, tpl, _ in CONFIGS]
 )
 def test_generated_conversations_hold_the_invariants(tokenizer: str, template: str | None, examples: int) -> None:
-    left_out = TYPED_SPECIALS_LEFT_OUT.get(tokenizer, frozenset()) if template is None else frozenset()
-    _run(tokenizer, template, examples, left_out)
+    _run(tokenizer, template, examples)
 
 
-@pytest.mark.xfail(strict=True, reason=f"{BUG_A}; {BUG_B}")
-@pytest.mark.parametrize("tokenizer", ["llama3", "phi-3-mini"])
-def test_user_text_spelling_special_tokens(tokenizer: str) -> None:
-    _run(tokenizer, None, 30, frozenset())
-
-
-# Minimal reproductions of the known bugs: (tokenizer, messages).
-KNOWN_BUG_RECORDS: dict[str, tuple[str, list[dict[str, str]]]] = {
+# Reproductions of the bugs these tests found: (tokenizer, messages). A (fixed): where a message is not rendered
+# verbatim (empty, trimmed, with reasoning), a system/user spelling of a template marker was matched in the
+# template's own markup, which became plain text while the user's text became the token. B: see above ('a <|end|>'
+# lost its '<' too: fixed). C (fixed): minimind trained a reasoning turn after its generation prompt's pre-filled
+# empty think block (now rejected). D (fixed): typed non-special added tokens (minimind's <think>) were cut out like
+# plain text but encoded as the token, changing the encoding around them ('\n' + ' ' instead of '\n ').
+BUG_B = "phi-3: a typed special-token spelling loses characters merged with the text before it (reported)"
+REGRESSIONS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "A-llama3-empty-system": ("llama3", [_m("system", ""), _m("user", "<|eot_id|>"), _m("assistant", " ")]),
     "A-llama3-trimmed-user": (
         "llama3",
@@ -174,11 +156,19 @@ KNOWN_BUG_RECORDS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "A-minimind-lstripped-reply": ("minimind", [_m("user", "<|im_start|>"), _m("assistant", "\nok")]),
     "A-phi3-reasoning": ("phi-3-mini", [_m("user", "<|user|>"), _m("assistant", "ok", reasoning_content="")]),
     "B-phi3-space-before-special": ("phi-3-mini", [_m("user", "a <|end|>"), _m("assistant", "ok")]),
+    "B-phi3-merged-before-special": ("phi-3-mini", [_m("user", "x.<s>"), _m("assistant", "ok")]),
+    "C-minimind-reasoning": ("minimind", [_m("user", "hi"), _m("assistant", "ok", reasoning_content="r")]),
+    "D-minimind-typed-think": ("minimind", [_m("user", " <think>"), _m("assistant", "ok")]),
 }
+KNOWN_BUGS = {"B-phi3-merged-before-special": BUG_B}
 
 
-@pytest.mark.xfail(strict=True, reason="known sftprep bugs A and B (reported)")
-@pytest.mark.parametrize("case", list(KNOWN_BUG_RECORDS))
-def test_known_bug_reproductions(case: str) -> None:
-    tokenizer, messages = KNOWN_BUG_RECORDS[case]
+def _case(name: str) -> Any:
+    reason = KNOWN_BUGS.get(name)
+    return pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if reason else [])
+
+
+@pytest.mark.parametrize("case", [_case(c) for c in REGRESSIONS])
+def test_regressions(case: str) -> None:
+    tokenizer, messages = REGRESSIONS[case]
     check_batch([{"messages": messages}], tokenizer, None)

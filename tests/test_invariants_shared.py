@@ -7,12 +7,13 @@ transformers' own apply_chat_template rendering and tokenization; huge files are
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import SHARED_DIR, requires_shared
-from oracle import Report, check_reconciliation, iter_output, make_oracle
+from oracle import Report, check_reconciliation, iter_output, make_oracle, sftprep_loads_each_tokenizer_once
 
 import sftprep
 
@@ -34,9 +35,6 @@ CONFIGS: list[tuple[str, str | None]] = [
     ("qwen2.5", "alpaca"),
 ]
 
-# Known sftprep bugs, reported to the lead; strict so that the fix shows up as an XPASS to remove.
-KNOWN_BUGS: dict[tuple[str, str, str | None], str] = {}
-
 
 def datasets() -> list[str]:
     if not DATA_DIR.is_dir():
@@ -53,10 +51,14 @@ def cases() -> list[Any]:
     out = []
     for name in datasets():
         for tok, tpl in CONFIGS:
-            reason = KNOWN_BUGS.get((name, tok, tpl))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            out.append(pytest.param(name, tok, tpl, id=f"{name}-{config_id(tok, tpl)}", marks=marks))
+            out.append(pytest.param(name, tok, tpl, id=f"{name}-{config_id(tok, tpl)}"))
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _load_each_tokenizer_once() -> Iterator[None]:
+    with sftprep_loads_each_tokenizer_once():
+        yield
 
 
 @pytest.fixture(scope="module")
