@@ -13,14 +13,16 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	# CPU torch first, pinned, so no extra ever pulls the CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,hf]"
+	$(BIN)/pip install -q -e ".[dev,hf,train]"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: venv
 	$(BIN)/sftprep prepare examples/sample.jsonl -o build/demo --overwrite
-	$(BIN)/sftprep inspect build/demo --index 0
+	$(BIN)/sftprep inspect build/demo --index 9
+	# SFT that demonstrably teaches: a tiny model learns two-digit addition on CPU (assistant-only vs no mask)
+	$(BIN)/sftprep demo --out-dir build/sft-demo
 
 lint: venv
 	$(BIN)/ruff check .

@@ -183,6 +183,18 @@ def template_check(
         print_report(report, out)
 
 
+def _register_training() -> None:
+    """`train`, `generate` and `demo` need torch (the `train` extra): register them only when it imports."""
+    try:
+        from sftprep.train.commands import register
+    except ImportError:
+        return
+    register(app)
+
+
+_register_training()
+
+
 def main() -> None:
     try:
         rv = app(standalone_mode=False)

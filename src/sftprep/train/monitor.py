@@ -1,0 +1,123 @@
+"""Progress bar (rich), console loss lines, train_log.jsonl and TensorBoard (when installed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass
+class StepMetrics:
+    step: int  # 1-based: optimizer steps done
+    loss: float
+    lr: float
+    grad_norm: float
+    examples: int
+    tokens: int  # real tokens this step
+    trainable_tokens: int
+    padded_tokens: int  # tokens the model processed, padding included
+    seconds: float
+
+
+class Monitor:
+    """Reports a run's progress; everything is a no-op on non-main processes."""
+
+    def __init__(
+        self, out_dir: Path, total: int, start: int, quiet: bool, active: bool, log_every: int, tensorboard: bool
+    ) -> None:
+        self.out_dir, self.total, self.start = out_dir, total, start
+        self.quiet, self.active, self.log_every, self.tensorboard = quiet, active, log_every, tensorboard
+        self.console = Console(stderr=True)
+        self.examples = self.tokens = 0
+        self.t0 = time.perf_counter()
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._writer: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> Monitor:
+        if not self.active:
+            return self
+        if not self.quiet:
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.start, stats="")
+        self._writer = _tensorboard(self.out_dir / "runs") if self.tensorboard else None
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self._writer is not None:
+            self._writer.close()
+
+    # -- reporting -------------------------------------------------------------------------------
+    def info(self, message: str) -> None:
+        if self.active and not self.quiet:
+            self.console.print(message, highlight=False)
+
+    def rates(self) -> tuple[float, float]:
+        """(records/s, tokens/s) since this run started."""
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        return self.examples / elapsed, self.tokens / elapsed
+
+    def step(self, m: StepMetrics) -> None:
+        if not self.active:
+            return
+        self.examples += m.examples
+        self.tokens += m.tokens
+        rec_s, tok_s = self.rates()
+        with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps({**asdict(m), "records_per_s": rec_s, "tokens_per_s": tok_s}) + "\n")
+        if self._writer is not None:
+            for key, value in (("loss", m.loss), ("lr", m.lr), ("grad_norm", m.grad_norm), ("tokens_per_s", tok_s)):
+                self._writer.add_scalar(f"train/{key}", value, m.step)
+        if self._progress is not None:
+            stats = f"loss {m.loss:.4f}  lr {m.lr:.2e}  {rec_s:,.0f} rec/s  {tok_s:,.0f} tok/s"
+            self._progress.update(self._task, completed=m.step, stats=stats)
+            if m.step % self.log_every == 0 or m.step == self.total:
+                self._progress.console.print(
+                    f"step {m.step}/{self.total}  loss {m.loss:.4f}  lr {m.lr:.3e}  grad_norm {m.grad_norm:.3f}",
+                    highlight=False,
+                )
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(path))
+
+
+def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(out_dir) / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def truncate_log(out_dir: str | Path, last_step: int) -> None:
+    """Forget logged steps after `last_step` (they were not checkpointed and will run again)."""
+    rows = [r for r in read_log(out_dir) if r["step"] <= last_step]
+    path = Path(out_dir) / LOG_FILE
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
