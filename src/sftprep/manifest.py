@@ -113,6 +113,20 @@ class Stats:
         return sum(f.records_rejected for f in self.files.values())
 
 
+def _template_record(opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> dict[str, Any]:
+    from sftprep.templates.base import RenderOptions
+
+    marker = template.end_of_turn(RenderOptions(bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""))
+    return {
+        "name": template.name,
+        "sha256": template_sha256(template),
+        "end_of_turn": marker,
+        # no marker in the template: the tokenizer's eos is appended to each trained turn
+        "eos_appended": marker is None and opts.train_on_eos and bool(tok.eos_token),
+        "text": template.source_text,
+    }
+
+
 def build_manifest(
     opts: PrepareOptions,
     tok: BPETokenizer,
@@ -152,10 +166,6 @@ def build_manifest(
             "pad_id": tok.pad_id,
             "vocab_size": tok.vocab_size,
         },
-        "template": {
-            "name": template.name,
-            "sha256": template_sha256(template),
-            "text": template.source_text,
-        },
+        "template": _template_record(opts, tok, template),
         "options": opts.recorded(),
     }

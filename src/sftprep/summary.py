@@ -35,6 +35,17 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
         console.print(f"  [yellow]rejected[/] {n} x {escape(reason)}")
     for reason, n in manifest.get("examples_dropped_by_reason", {}).items():
         console.print(f"  [yellow]dropped examples[/] {n} x {reason}")
+    template = manifest.get("template", {})
+    if template.get("eos_appended"):
+        console.print(
+            f"  [yellow]warning:[/] template {escape(str(template.get('name')))} has no end-of-turn marker: the "
+            f"tokenizer's eos {escape(repr(manifest['tokenizer']['eos_token']))} is appended to each trained turn"
+        )
+    elif template.get("end_of_turn") is None:
+        console.print(
+            "  [yellow]warning:[/] the template has no end-of-turn marker and the tokenizer no eos: "
+            "the model is not taught to stop"
+        )
     if manifest["records_rejected"]:
         where = escape(str(out_dir / "rejects.jsonl"))
         console.print(f"  [yellow]warning:[/] see {where} for each rejected record and why")
