@@ -15,11 +15,10 @@ from sftprep.formats import (
     Invalid,
     Parsed,
     invalid,
-    parse_alpaca,
     parse_messages,
-    parse_prompt_completion,
     parse_sharegpt,
 )
+from sftprep.formats_instruct import parse_alpaca, parse_prompt_completion
 from sftprep.records import split_error
 from sftprep.types import Conversation, Message, RawRecord, Reject
 

@@ -12,21 +12,6 @@ from sftprep.templates.hf_jinja import template_variables as hf_template_variabl
 from sftprep.templates.jinja_template import JinjaTemplate
 from sftprep.types import RawRecord
 
-HF_VARIABLES = {
-    "messages",
-    "add_generation_prompt",
-    "bos_token",
-    "eos_token",
-    "tools",
-    "documents",
-    "raise_exception",
-    "strftime_now",
-    "unk_token",
-    "pad_token",
-    "range",
-    "namespace",
-    "loop",
-}
 TOOLS = [
     {
         "type": "function",
