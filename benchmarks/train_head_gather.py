@@ -68,6 +68,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from sftprep.train.loss import SFTLoss, full_logits_loss
     from sftprep.train.model import tiny_llama
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     examples, _ = load_examples(args.data, max_length=args.seq)
     rng = np.random.default_rng(0)
@@ -105,7 +106,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", variant, "--data", str(args.data)]
-    for k in ("vocab", "hidden", "layers", "batch", "seq", "steps"):
+    for k in ("vocab", "hidden", "layers", "batch", "seq", "steps", "threads"):
         cmd += [f"--{k}", str(getattr(args, k))]
     out = subprocess.run(
         cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -114,13 +115,14 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def head_gather(args: argparse.Namespace, work: Path) -> None:
-    src = next((p for p in DATASETS.values() if p.is_file()), None)
+    src = next((p for name, p in DATASETS.items() if p.is_file() and args.dataset in name), None)
     args.data = prepared(src, work) if src else demo_data(work)
     rows = [run_variant(v, args) for v in ("full", "gather")]
     full, gather = rows
     assert abs(full["first_loss"] - gather["first_loss"]) <= 1e-4 * abs(full["first_loss"]), rows
     print(
-        f"data: {src or 'demo additions'}; vocab {args.vocab}, hidden {args.hidden}, {args.layers} layers, "
+        f"data: {src or 'demo additions'}; {args.threads} thread(s); vocab {args.vocab}, hidden {args.hidden}, "
+        f"{args.layers} layers, "
         f"batch {args.batch} (padded positions/step {full['positions']:.0f}, trained {full['trained_positions']:.0f})"
     )
     print("| variant | s/step (fwd+bwd) | peak RSS above base (MiB) |")
@@ -169,6 +171,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=1024, help="drop longer examples")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable timings on a shared machine)")
+    p.add_argument("--dataset", default="fastchat", help="a substring of a name in DATASETS (../shared)")
     p.add_argument("--packing", action="store_true")
     args = p.parse_args()
     if args.worker:

@@ -50,6 +50,9 @@ def test_sft_trainer_uses_our_labels_and_trains(tmp_path: Path, monkeypatch: pyt
     )
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
 
+    # preparation keeps our rows as they are (no re-tokenisation, no new labels)
+    kept = trainer.train_dataset
+    assert kept["input_ids"] == ds["input_ids"] and kept["labels"] == ds["labels"]
     # the collator pads our labels, it does not rebuild them
     rows = [ds[i] for i in range(3)]
     batch = trainer.data_collator([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])

@@ -7,8 +7,14 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import sftprep
 from sftprep.train.config import TinyModelConfig, TrainConfig
+
+# Tiny models: one intra-op thread is as fast as two on an idle machine, and on a busy one (tests in
+# parallel) two threads wait on each other at every op and run 10x slower.
+torch.set_num_threads(1)
 
 TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=512)
 

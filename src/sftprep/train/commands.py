@@ -57,10 +57,19 @@ def train_command(
     tiny_hidden: int = 128,
     tiny_layers: int = 4,
     tiny_heads: int = 4,
+    threads: int | None = None,
 ) -> TrainResult:
-    """`sftprep train DATA_DIR --model tiny|DIR -o OUT_DIR`: returns the run's TrainResult."""
+    """`sftprep train DATA_DIR --model tiny|DIR -o OUT_DIR`: returns the run's TrainResult.
+
+    `threads` sets torch's intra-op threads (CPU); None keeps torch's default (all cores).
+    """
+    import torch
+
     from sftprep.train.config import LoraConfig, TinyModelConfig, TrainConfig
     from sftprep.train.loop import train
+
+    if threads:
+        torch.set_num_threads(threads)
 
     lora_cfg = None
     if lora:
@@ -137,12 +146,17 @@ def demo_command(
     masks: tuple[str, ...] = ("assistant", "none"),
     max_steps: int | None = None,
     quiet: bool = False,
+    threads: int = 1,
+    parallel: bool | None = None,
 ) -> list[DemoRow]:
-    """`sftprep demo`: train the tiny model on synthetic additions with each mask; print the table."""
+    """`sftprep demo`: train the tiny model on synthetic additions with each mask; print the table.
+
+    The masks run in parallel processes (`threads` torch threads each) when there are cores for them.
+    """
     from sftprep.train.demo import QUICK, DemoConfig, results_table, run_demo, with_overrides
 
     demo = with_overrides(QUICK if quick else DemoConfig(), max_steps=max_steps)
-    rows = run_demo(out_dir, masks=masks, quiet=quiet, demo=demo)
+    rows = run_demo(out_dir, masks=masks, quiet=quiet, demo=demo, threads=threads, parallel=parallel)
     Console(quiet=quiet).print(results_table(rows))
     return rows
 
@@ -184,6 +198,7 @@ def train_cli(
     tiny_hidden: Annotated[int, Opt(help="--model tiny: hidden size.")] = 128,
     tiny_layers: Annotated[int, Opt(help="--model tiny: layers.")] = 4,
     tiny_heads: Annotated[int, Opt(help="--model tiny: attention heads.")] = 4,
+    threads: Annotated[int | None, Opt(help="Torch CPU threads (default: all; 1 suits tiny models).")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Fine-tune a causal LM on prepared data (assistant-only loss, packing, checkpoints, resume)."""
@@ -221,6 +236,7 @@ def train_cli(
         tiny_hidden=tiny_hidden,
         tiny_layers=tiny_layers,
         tiny_heads=tiny_heads,
+        threads=threads,
     )
 
 
@@ -241,10 +257,12 @@ def demo_cli(
     out_dir: Annotated[Path, Opt("-o", "--out-dir", help="Work directory.")] = Path("sftprep-demo"),
     mask: Annotated[list[str], Opt(help="Mask(s) to compare (default: assistant and none).")] = [],  # noqa: B006
     max_steps: Annotated[int | None, Opt(help="Override the number of training steps.")] = None,
+    threads: Annotated[int, Opt(help="Torch threads per run.")] = 1,
+    parallel: Annotated[bool | None, Opt(help="Run the masks in parallel processes (default: if cores).")] = None,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Only the results table.")] = False,
 ) -> None:
     """Two-digit addition on CPU: prepare, train the tiny model, exact match on held-out pairs."""
-    demo_command(quick, out_dir, tuple(mask) or ("assistant", "none"), max_steps, quiet)
+    demo_command(quick, out_dir, tuple(mask) or ("assistant", "none"), max_steps, quiet, threads, parallel)
 
 
 def register(app: typer.Typer) -> None:

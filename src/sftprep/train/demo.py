@@ -10,8 +10,11 @@ assistant-only mask and once with mask "none" (every token trained), and prints 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ class DemoConfig:
     multi_turn_fraction: float = 0.25
     # 3 layers: with 2 the model stays on a plateau (units digit unknown) for 800+ steps
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(hidden_size=128, num_layers=3, num_heads=8))
-    max_steps: int = 600
+    max_steps: int = 800
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -127,16 +130,25 @@ def evaluate(model_dir: Path, pairs: list[tuple[int, int]]) -> tuple[int, list[t
     return sum(exp == got for _, exp, got in results), results
 
 
-def run_mask(demo: DemoConfig, mask: str, records_file: Path, work: Path, quiet: bool) -> DemoRow:
+def run_mask(demo: DemoConfig, mask: str, records_file: Path, work: Path, quiet: bool, threads: int = 1) -> DemoRow:
+    """Prepare with `mask`, train, score. Tiny matrices: one intra-op thread is as fast as two on a
+    quiet machine and much faster on a busy one (threads wait on each other at every op)."""
+    import torch
+
     import sftprep
     from sftprep.train.loop import train
 
-    t0 = time.perf_counter()
-    data_dir, model_dir = work / f"data-{mask}", work / f"model-{mask}"
-    sftprep.prepare(str(records_file), str(data_dir), tokenizer=None, template="chatml", mask=mask, overwrite=True)
-    result = train(train_config(demo, data_dir, model_dir, quiet))
-    _, held_out = split_pairs(demo.seed, demo.eval_questions)
-    correct, samples = evaluate(model_dir, held_out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t0 = time.perf_counter()
+        data_dir, model_dir = work / f"data-{mask}", work / f"model-{mask}"
+        sftprep.prepare(str(records_file), str(data_dir), tokenizer=None, template="chatml", mask=mask, overwrite=True)
+        result = train(train_config(demo, data_dir, model_dir, quiet))
+        _, held_out = split_pairs(demo.seed, demo.eval_questions)
+        correct, samples = evaluate(model_dir, held_out)
+    finally:
+        torch.set_num_threads(before)
     return DemoRow(
         mask=mask,
         steps=result.steps,
@@ -149,13 +161,21 @@ def run_mask(demo: DemoConfig, mask: str, records_file: Path, work: Path, quiet:
     )
 
 
+def _run_mask_quietly(args: tuple[DemoConfig, str, Path, Path, int]) -> DemoRow:
+    demo, mask, records_file, work, threads = args
+    return run_mask(demo, mask, records_file, work, True, threads)
+
+
 def run_demo(
     out_dir: str | Path = "sftprep-demo",
     quick: bool = False,
     masks: tuple[str, ...] = MASKS,
     quiet: bool = False,
     demo: DemoConfig | None = None,
+    threads: int = 1,
+    parallel: bool | None = None,
 ) -> list[DemoRow]:
+    """Run every mask (in parallel processes, `threads` each, when there are cores for them)."""
     demo = demo or (QUICK if quick else DemoConfig())
     work = Path(out_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -164,10 +184,18 @@ def run_demo(
     records = make_records(train_pairs, demo.train_records, demo.multi_turn_fraction, demo.seed)
     records_file.write_text("".join(json.dumps(r) + "\n" for r in records), "utf-8")
     console = Console(stderr=True, quiet=quiet)
-    rows = []
-    for mask in masks:
-        console.print(f"[bold]demo[/]: mask {mask!r}: {demo.train_records} chats, {demo.max_steps} steps on CPU")
-        rows.append(run_mask(demo, mask, records_file, work, quiet))
+    if parallel is None:
+        parallel = len(masks) > 1 and (os.cpu_count() or 1) >= len(masks) * threads
+    what = f"{demo.train_records} chats, {demo.max_steps} steps of {demo.batch_size} on CPU"
+    if parallel:
+        console.print(f"[bold]demo[/]: masks {', '.join(masks)} in parallel ({what}, {threads} thread(s) each)")
+        with ProcessPoolExecutor(len(masks), mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_run_mask_quietly, [(demo, m, records_file, work, threads) for m in masks]))
+    else:
+        rows = []
+        for mask in masks:
+            console.print(f"[bold]demo[/]: mask {mask!r}: {what}")
+            rows.append(run_mask(demo, mask, records_file, work, quiet, threads))
     (work / "results.json").write_text(json.dumps([_row_json(r) for r in rows], indent=2) + "\n", "utf-8")
     return rows
 
