@@ -76,6 +76,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     cfg: TrainConfig,
     metrics: dict[str, Any],
+    world_size: int = 1,
 ) -> Path:
     root = checkpoint_root(out_dir)
     final = root / f"{PREFIX}{step:08d}"
@@ -87,7 +88,7 @@ def save_checkpoint(
     torch.save(weights, tmp / "weights.pt")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save({"scheduler": scheduler.state_dict(), "rng": rng_state()}, tmp / "trainer.pt")
-    state = {"step": step, "config": cfg.to_dict(), "metrics": metrics}
+    state = {"step": step, "config": cfg.to_dict(), "metrics": metrics, "world_size": world_size}
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", "utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -108,9 +109,15 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     cfg: TrainConfig,
+    world_size: int = 1,
 ) -> Resumed:
     state = json.loads((path / "state.json").read_text("utf-8"))
     check_compatible(state["config"], cfg, path)
+    if state.get("world_size", 1) != world_size:  # the global batch and data order depend on it
+        raise ConfigError(
+            f"cannot resume from {path}: it was written by {state.get('world_size', 1)} process(es) and this run "
+            f"has {world_size}; resume with the same process count (torchrun --nproc_per_node, --nnodes)"
+        )
     weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
     expected = set(trainable_parameters(model))
     if set(weights) != expected:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from sftprep.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,3 +61,20 @@ def barrier(env: DistEnv) -> None:
 def cleanup(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_main(fn: Callable[[], T], env: DistEnv) -> T:
+    """Run `fn` on rank 0 only and give every process its result, or raise its ConfigError everywhere."""
+    if not env.distributed:
+        return fn()
+    box: list[Any] = [None]
+    if env.is_main:
+        try:
+            box[0] = ("ok", fn())
+        except ConfigError as e:
+            box[0] = ("error", str(e))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise ConfigError(value)
+    return value

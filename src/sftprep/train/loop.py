@@ -25,7 +25,7 @@ from sftprep.train.checkpoint import latest_checkpoint, list_checkpoints, load_c
 from sftprep.train.config import TrainConfig
 from sftprep.train.data import Batch, DataStats, StepPlan, TrainExample, collate_packed, collate_padded, load_examples
 from sftprep.train.data import pack_best_fit_decreasing as pack
-from sftprep.train.distributed import DistEnv, all_reduce_sum, barrier, cleanup, setup_distributed
+from sftprep.train.distributed import DistEnv, all_reduce_sum, barrier, cleanup, on_main, setup_distributed
 from sftprep.train.loss import SFTLoss
 from sftprep.train.model import build_model, count_parameters
 from sftprep.train.monitor import Monitor, StepMetrics, truncate_log
@@ -86,7 +86,7 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None) -> TrainResu
     run = setup_run(cfg, env, model)
     start = 0
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, run.model, run.optimizer, run.scheduler, cfg).step
+        start = load_checkpoint(checkpoint, run.model, run.optimizer, run.scheduler, cfg, run.env.world_size).step
         if env.is_main:
             truncate_log(out, start)
     stop = min(run.total_steps, cfg.stop_after or run.total_steps)
@@ -121,15 +121,18 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None) -> TrainResu
 
 
 def _prepare_out_dir(cfg: TrainConfig, env: DistEnv) -> Path | None:
-    """The checkpoint to resume from, after checking / clearing OUT_DIR."""
+    """The checkpoint to resume from, after checking / clearing OUT_DIR. Rank 0 decides and every
+    process gets its answer (or its error), so ranks never disagree about OUT_DIR."""
+    return on_main(lambda: _check_out_dir(cfg), env)
+
+
+def _check_out_dir(cfg: TrainConfig) -> Path | None:
     out = Path(cfg.out_dir)
     if cfg.resume_from:
         path = Path(cfg.resume_from)
         if not (path / "state.json").is_file():
             raise ConfigError(f"--resume-from {path}: not a checkpoint directory (no state.json)")
-        if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-        barrier(env)
+        out.mkdir(parents=True, exist_ok=True)
         return path
     if cfg.resume:
         found = latest_checkpoint(out)
@@ -139,12 +142,8 @@ def _prepare_out_dir(cfg: TrainConfig, env: DistEnv) -> Path | None:
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise ConfigError(f"{out} exists; pass --resume to continue its run or --overwrite to replace it")
-        barrier(env)
-        if env.is_main:
-            shutil.rmtree(out)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    barrier(env)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -279,7 +278,9 @@ def _describe(run: Run, monitor: Monitor, start: int) -> None:
 def _save(run: Run, step: int, monitor: Monitor) -> None:
     if run.env.is_main:
         metrics = {"steps": step}
-        path = save_checkpoint(run.cfg.out_dir, step, run.model, run.optimizer, run.scheduler, run.cfg, metrics)
+        path = save_checkpoint(
+            run.cfg.out_dir, step, run.model, run.optimizer, run.scheduler, run.cfg, metrics, run.env.world_size
+        )
         monitor.info(f"checkpoint: {path}")
     barrier(run.env)
 
@@ -301,6 +302,7 @@ def training_summary(run: Run, result: TrainResult) -> dict[str, Any]:
         "data_dir": str(run.cfg.data_dir),
         "train": json.loads(json.dumps(run.cfg.to_dict())),
         "steps": result.steps,
+        "world_size": run.env.world_size,  # processes (data parallel)
         "final_loss": result.losses[-1] if result.losses else None,
         "seconds": result.seconds,
         "records_per_s": result.records_per_s,
