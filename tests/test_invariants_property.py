@@ -145,6 +145,8 @@ def test_generated_conversations_hold_the_invariants(tokenizer: str, template: s
 # lost its '<' too: fixed). C (fixed): minimind trained a reasoning turn after its generation prompt's pre-filled
 # empty think block (now rejected). D (fixed): typed non-special added tokens (minimind's <think>) were cut out like
 # plain text but encoded as the token, changing the encoding around them ('\n' + ' ' instead of '\n ').
+# E (fixed): minimind reads an assistant content ' </think>' as reasoning ' ' and renders '<think>\n \n</think>'
+# where its generation prompt pre-fills '<think>\n\n</think>': trained from the wrong place, now rejected.
 BUG_B = "phi-3: a typed special-token spelling loses characters merged with the text before it (reported)"
 REGRESSIONS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "A-llama3-empty-system": ("llama3", [_m("system", ""), _m("user", "<|eot_id|>"), _m("assistant", " ")]),
@@ -159,6 +161,7 @@ REGRESSIONS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "B-phi3-merged-before-special": ("phi-3-mini", [_m("user", "x.<s>"), _m("assistant", "ok")]),
     "C-minimind-reasoning": ("minimind", [_m("user", "hi"), _m("assistant", "ok", reasoning_content="r")]),
     "D-minimind-typed-think": ("minimind", [_m("user", " <think>"), _m("assistant", "ok")]),
+    "E-minimind-think-close-content": ("minimind", [_m("user", ""), _m("assistant", " </think>")]),
 }
 KNOWN_BUGS = {"B-phi3-merged-before-special": BUG_B}
 

@@ -13,11 +13,14 @@ Labels are aligned with input_ids (the model shifts): the id on trained tokens, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
+from sftprep.literal_segments import LITERAL, LiteralCache, content_ranges, split_piece
 from sftprep.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
 
@@ -39,10 +42,13 @@ class Encoded:
     input_ids: np.ndarray
     labels: np.ndarray
     piece_starts: np.ndarray  # token offset of each piece, plus the total: len(pieces) + 1 entries
+    trainable: int = -1  # the number of trained tokens when known (-1: count them)
 
     @property
     def num_trainable(self) -> int:
-        return int(np.count_nonzero(self.labels != IGNORE_INDEX))
+        if self.trainable < 0:
+            self.trainable = int(np.count_nonzero(self.labels != IGNORE_INDEX))
+        return self.trainable
 
     @property
     def piece_ids(self) -> list[np.ndarray]:
@@ -58,6 +64,10 @@ def trained_intervals(r: RenderedConversation, mask_all: bool) -> list[Span]:
 
 def plan_pieces(r: RenderedConversation, mask_all: bool = False) -> list[Piece]:
     """Cut the text at trained-region and plain-text (special string in content) boundaries."""
+    if not r.special_in_content:
+        fast = _plan_trained_only(r, mask_all)
+        if fast is not None:
+            return fast
     trained = trained_intervals(r, mask_all)
     plain = r.special_in_content
     cuts = {0, len(r.text)}
@@ -78,46 +88,159 @@ def plan_pieces(r: RenderedConversation, mask_all: bool = False) -> list[Piece]:
     return pieces
 
 
-def encode_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> list[list[int]]:
-    """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it)."""
+def _plan_trained_only(r: RenderedConversation, mask_all: bool) -> list[Piece] | None:
+    """The common case: only trained regions, in order and disjoint (None: take the general path)."""
+    n = len(r.text)
+    if mask_all:
+        return [Piece(0, n, True)] if n else []
+    pieces = []
+    pos = 0
+    for t in r.turns:
+        if not t.trained or t.end <= t.start:
+            continue
+        if t.start < pos:
+            return None
+        if t.start > pos:
+            pieces.append(Piece(pos, t.start, False))
+        pieces.append(Piece(t.start, t.end, True))
+        pos = t.end
+    if pos < n:
+        pieces.append(Piece(pos, n, False))
+    return pieces
+
+
+@dataclass
+class EncodeJob:
+    """A batch's pieces as the texts to encode (built in Python), kept apart from the Rust encode call so
+    that the encode of one batch can run in a thread while the next batch is rendered."""
+
+    units: list[RenderedConversation]
+    plans: list[list[Piece]]
+    normal: list[str]
+    plain: list[str]
+    cuts: list[int] | None = None  # in-context texts: where each piece starts in its text
+    # per piece when template stretches were cut out (literal_segments): its parts, each an index into
+    # `normal` or the ids of a cached stretch; an int: the piece is normal[k] (k >= 0) or plain[-k-1]
+    recipes: list[Any] | None = None
+    new_literals: dict[str, int] = field(default_factory=dict)  # stretch text -> index in `normal`
+
+
+def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> EncodeJob:
+    plans = [plan_pieces(r, mask_all) for r in units]
+    return (_plan_in_context if tok.start_sensitive else _plan_alone)(units, plans, tok)
+
+
+def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
+    """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it),
+    template stretches between added tokens looked up once encoded (literal_segments)."""
     normal: list[str] = []
     plain: list[str] = []
+    cache = tok.literal_cache
+    if cache is None:
+        for r, plan in zip(units, plans):
+            text = r.text
+            for p in plan:
+                (plain if p.plain else normal).append(text[p.start : p.end])
+        return EncodeJob(units, plans, normal, plain)
+    job = EncodeJob(units, plans, normal, plain, recipes=[])
+    recipes = job.recipes
+    assert recipes is not None
     for r, plan in zip(units, plans):
+        contents = content_ranges(r)
         for p in plan:
-            (plain if p.plain else normal).append(r.text[p.start : p.end])
-    enc_normal = iter(tok.encode_batch(normal))
-    enc_plain = iter(tok.encode_plain_batch(plain))
-    return [next(enc_plain if p.plain else enc_normal).ids for plan in plans for p in plan]
+            recipes.append(_recipe(job, r.text, p, contents, cache))
+    return job
 
 
-def encode_in_context(
-    units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer
-) -> list[list[int]]:
+def _recipe(job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]], cache: LiteralCache) -> Any:
+    if p.plain:
+        job.plain.append(text[p.start : p.end])
+        return -len(job.plain)
+    parts = split_piece(text, p.start, p.end, contents, cache.pattern)
+    if len(parts) == 1:
+        job.normal.append(text[p.start : p.end])
+        return len(job.normal) - 1
+    recipe: list[int | list[int]] = []
+    for a, b, kind in parts:
+        t = text[a:b]
+        if kind == LITERAL:
+            known = cache.ids.get(t)
+            if known is not None:
+                recipe.append(known)
+                continue
+            if t in job.new_literals:
+                recipe.append(job.new_literals[t])
+                continue
+            job.new_literals[t] = len(job.normal)
+        job.normal.append(t)
+        recipe.append(len(job.normal) - 1)
+    return recipe
+
+
+def _plan_in_context(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
     """Each piece encoded with its left context back to the previous added token, keeping the tokens from
     the piece's start: what a joint encoding has there (SentencePiece-style tokenizers prepend a space at
     the start of the input but not after a special token)."""
-    texts: list[tuple[str, int, bool]] = []  # (text with context, where the piece starts in it, plain)
+    normal: list[str] = []
+    plain: list[str] = []
+    cuts: list[int] = []
     for r, plan in zip(units, plans):
         specials = [a for a, _ in tok.find_added(r.text)]
         for p in plan:
             ctx = max((a for a in specials if a < p.start), default=p.start) if p.start > 0 else 0
-            texts.append((r.text[ctx : p.end], p.start - ctx, p.plain))
-    normal = [t for t, _, plain in texts if not plain]
-    plain_texts = [t for t, _, plain in texts if plain]
-    enc_normal = iter(tok.encode_batch_offsets(normal))
-    enc_plain = iter(tok.plain_encode_batch_offsets(plain_texts))
+            (plain if p.plain else normal).append(r.text[ctx : p.end])
+            cuts.append(p.start - ctx)
+    return EncodeJob(units, plans, normal, plain, cuts)
+
+
+Encodings = tuple[list[Encoding], list[Encoding]]
+
+
+def run_encoding(job: EncodeJob, tok: BPETokenizer) -> Encodings:
+    """The Rust calls only (they release the GIL): one for normal text, one for plain text."""
+    return tok.encode_batch(job.normal), tok.encode_plain_batch(job.plain)
+
+
+def piece_ids(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None = None) -> list[list[int]]:
+    if job.recipes is not None:
+        return _assemble(job, encodings, cache)
+    enc_normal, enc_plain = iter(encodings[0]), iter(encodings[1])
+    flags = [p.plain for plan in job.plans for p in plan]
+    if job.cuts is None:
+        return [next(enc_plain if plain else enc_normal).ids for plain in flags]
     out = []
-    for _, cut, plain in texts:
+    for plain, cut in zip(flags, job.cuts):
         enc = next(enc_plain if plain else enc_normal)
         out.append([i for i, (a, _) in zip(enc.ids, enc.offsets) if a >= cut] if cut else enc.ids)
     return out
 
 
+def _assemble(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None) -> list[list[int]]:
+    normal = [e.ids for e in encodings[0]]
+    out: list[list[int]] = []
+    for recipe in job.recipes or []:
+        if isinstance(recipe, int):
+            out.append(normal[recipe] if recipe >= 0 else encodings[1][-recipe - 1].ids)
+            continue
+        ids: list[int] = []
+        for part in recipe:
+            ids.extend(normal[part] if isinstance(part, int) else part)
+        out.append(ids)
+    if cache is not None:
+        for text, k in job.new_literals.items():
+            cache.store(text, normal[k])
+    return out
+
+
 def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> list[Encoded]:
-    """Encode every piece of every unit (one Rust batch call for normal text, one for plain text) and
-    build labels for the whole batch at once: ids on trained pieces, IGNORE_INDEX elsewhere."""
-    plans = [plan_pieces(r, mask_all) for r in units]
-    ids_lists = (encode_in_context if tok.start_sensitive else encode_alone)(units, plans, tok)
+    job = plan_encoding(units, tok, mask_all)
+    return label_pieces(job, run_encoding(job, tok), tok.literal_cache)
+
+
+def label_pieces(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None = None) -> list[Encoded]:
+    """Labels for the whole batch at once: ids on trained pieces, IGNORE_INDEX elsewhere."""
+    units, plans = job.units, job.plans
+    ids_lists = piece_ids(job, encodings, cache)
     lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
     total = int(lengths.sum())
     all_ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=total)
@@ -125,11 +248,15 @@ def encode_and_label(units: list[RenderedConversation], tok: BPETokenizer, mask_
     labels = np.where(np.repeat(flags, lengths), all_ids, np.int32(IGNORE_INDEX)).astype(np.int32, copy=False)
     tok_offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)
     np.cumsum(lengths, out=tok_offsets[1:])
+    trained_before = np.zeros(len(ids_lists) + 1, dtype=np.int64)
+    np.cumsum(np.where(flags, lengths, 0), out=trained_before[1:])
+    bounds = np.zeros(len(plans) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, plans), dtype=np.int64, count=len(plans)), out=bounds[1:])
+    tok_bounds = tok_offsets[bounds].tolist()
+    trained = (trained_before[bounds[1:]] - trained_before[bounds[:-1]]).tolist()
     out = []
-    first = 0
-    for r, plan in zip(units, plans):
-        starts = tok_offsets[first : first + len(plan) + 1]
-        a, b = int(starts[0]), int(starts[-1])
-        out.append(Encoded(r, plan, all_ids[a:b], labels[a:b], starts - a))
-        first += len(plan)
+    for k, (r, plan) in enumerate(zip(units, plans)):
+        a, b = tok_bounds[k], tok_bounds[k + 1]
+        starts = tok_offsets[bounds[k] : bounds[k + 1] + 1] - a
+        out.append(Encoded(r, plan, all_ids[a:b], labels[a:b], starts, trained[k]))
     return out

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sftprep.boundary_check import absorb_rstrip, check_boundaries
-from sftprep.build_loss_labels import Encoded, encode_and_label
+from sftprep.build_loss_labels import (
+    Encoded,
+    EncodeJob,
+    Encodings,
+    encode_and_label,
+    label_pieces,
+    plan_encoding,
+    run_encoding,
+)
 from sftprep.manifest import Stats
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.options import PrepareOptions
@@ -33,6 +41,15 @@ class Prepared:
     units: list[RenderedConversation] = field(default_factory=list)
     reject: Reject | None = None
     encoded: list[Encoded] = field(default_factory=list)
+
+
+@dataclass
+class PendingBatch:
+    """A rendered batch waiting for its encodings."""
+
+    prepared: list[Prepared]
+    owners: list[tuple[Prepared, RenderedConversation]]
+    job: EncodeJob
 
 
 @dataclass
@@ -113,19 +130,23 @@ class Preparer:
         return None
 
     # -- per batch -------------------------------------------------------------------------------
-    def process(self, raws: list[RawRecord]) -> list[Prepared]:
+    # A batch is `start`ed (Python: normalize, render, cut into pieces), encoded (`run_encoding`: the
+    # Rust call, which releases the GIL: run.py overlaps it with the next batch's `start`), then
+    # `complete`d (Python: labels, boundary checks, truncation, counts).
+    def start(self, raws: list[RawRecord]) -> PendingBatch:
         prepared = [self.render_record(raw) for raw in raws]
-        self._encode(prepared)
-        for p in prepared:
-            if p.reject is None:
-                self._finish(p)
-        return prepared
+        owners = [(p, u) for p in prepared for u in p.units]
+        job = plan_encoding([u for _, u in owners], self.tok, self.opts.mask == "none")
+        return PendingBatch(prepared, owners, job)
 
-    def run_batch(self, raws: list[RawRecord]) -> BatchResult:
-        """A batch of records -> its examples, rejects and counts (what a worker sends back)."""
+    def encode(self, pending: PendingBatch) -> Encodings:
+        return run_encoding(pending.job, self.tok)
+
+    def complete(self, pending: PendingBatch, encodings: Encodings) -> BatchResult:
+        """A started batch and its encodings -> its examples, rejects and counts (what a worker sends back)."""
         self.stats = Stats()
         result = BatchResult(stats=self.stats)
-        for p in self.process(raws):
+        for p in self._finish_batch(pending, label_pieces(pending.job, encodings, self.tok.literal_cache)):
             source = p.raw.source_file
             self.stats.read(source)
             if p.reject is not None:
@@ -138,9 +159,28 @@ class Preparer:
                 self.stats.example(source, e)
         return result
 
+    def run_batch(self, raws: list[RawRecord]) -> BatchResult:
+        pending = self.start(raws)
+        return self.complete(pending, self.encode(pending))
+
+    def process(self, raws: list[RawRecord]) -> list[Prepared]:
+        pending = self.start(raws)
+        return self._finish_batch(pending, label_pieces(pending.job, self.encode(pending), self.tok.literal_cache))
+
+    def _finish_batch(self, pending: PendingBatch, encoded: list[Encoded]) -> list[Prepared]:
+        self._attach(pending.prepared, pending.owners, encoded)
+        for p in pending.prepared:
+            if p.reject is None:
+                self._finish(p)
+        return pending.prepared
+
     def _encode(self, prepared: list[Prepared]) -> None:
         owners = [(p, u) for p in prepared for u in p.units]
-        encoded = encode_and_label([u for _, u in owners], self.tok, self.opts.mask == "none")
+        self._attach(prepared, owners, encode_and_label([u for _, u in owners], self.tok, self.opts.mask == "none"))
+
+    def _attach(self, prepared: list[Prepared], owners: list[tuple[Prepared, RenderedConversation]],
+                encoded: list[Encoded]) -> None:  # fmt: skip
+        """Give each record its examples; conversations whose cuts merge in a joint encoding are re-split."""
         ok, merges = check_boundaries(encoded, self.tok)
         self.stats.boundary_merges += merges
         resplit = [(p, u) for (p, u), good in zip(owners, ok) if not good]

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from sftprep.errors import InputError
 from sftprep.types import RawRecord
 
@@ -190,6 +192,13 @@ def _iter_jsonl(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[Ra
 
 
 def _parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
+    try:  # fast path; anything orjson refuses (NaN, lone surrogates, bad UTF-8...) takes the path below
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if isinstance(data, dict):
+            return RawRecord(source, lineno, data=data)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

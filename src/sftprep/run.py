@@ -5,6 +5,7 @@ manifest last, then one rename. Same inputs and options give the same bytes what
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing as mp
@@ -12,16 +13,18 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from sftprep import __version__
+from sftprep.build_loss_labels import Encodings
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.manifest import Stats, build_manifest
 from sftprep.options import PrepareOptions
 from sftprep.output import RejectWriter, ShardWriter, write_manifest
-from sftprep.pipeline import BatchResult, Preparer, load_components
+from sftprep.pipeline import BatchResult, PendingBatch, Preparer, load_components
 from sftprep.records import iter_input_files, read_records
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord
@@ -91,9 +94,8 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
     done = progress["batches"] if progress else 0
     try:
         batches = (b for path in files for b in batched(read_records(path), opts.batch_size))
-        for n, result in enumerate(
-            _results(opts, Preparer(opts, tok, template), islice(batches, done, None)), done + 1
-        ):
+        results = _results(opts, Preparer(opts, tok, template), islice(batches, done, None))
+        for n, result in enumerate(_collecting_less(results), done + 1):
             _write(result, shards, rejects, opts.strict)
             stats.merge(result.stats)
             if on_batch is not None:
@@ -175,7 +177,7 @@ def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, stri
 def _results(opts: PrepareOptions, preparer: Preparer, batches: Iterator[list[RawRecord]]) -> Iterator[BatchResult]:
     n = worker_count(opts.workers)
     if n == 1:
-        yield from map(preparer.run_batch, batches)
+        yield from _overlapped(preparer, batches)
         return
     ctx = mp.get_context("fork")
     with ctx.Pool(n, initializer=_init_worker, initargs=(preparer,)) as pool:
@@ -186,6 +188,35 @@ def _results(opts: PrepareOptions, preparer: Preparer, batches: Iterator[list[Ra
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _collecting_less(results: Iterator[BatchResult]) -> Iterator[BatchResult]:
+    """Batches allocate many short-lived objects that reference counting frees; the cyclic collector's
+    passes over the long-lived heap cost ~15% of preparation time. Freeze what exists (tokenizer,
+    template) and collect less often while the batches run."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield from results
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _overlapped(preparer: Preparer, batches: Iterator[list[RawRecord]]) -> Iterator[BatchResult]:
+    """One process: batch k is encoded in a thread (the Rust call releases the GIL) while batch k+1 is
+    read and rendered and batch k-1 is written; results come out in order."""
+    with ThreadPoolExecutor(1, thread_name_prefix="sftprep-encode") as pool:
+        previous: tuple[PendingBatch, Future[Encodings]] | None = None
+        for batch in batches:
+            pending = preparer.start(batch)
+            encoding = pool.submit(preparer.encode, pending)
+            if previous is not None:
+                yield preparer.complete(previous[0], previous[1].result())
+            previous = (pending, encoding)
+        if previous is not None:
+            yield preparer.complete(previous[0], previous[1].result())
 
 
 _WORKER: Preparer | None = None

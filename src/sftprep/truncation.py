@@ -17,7 +17,7 @@ TRUNCATION_MODES: tuple[str, ...] = ("drop", "right", "history")
 
 
 def truncate_right(e: Encoded, max_length: int) -> Encoded:
-    return replace(e, input_ids=e.input_ids[:max_length], labels=e.labels[:max_length])
+    return replace(e, input_ids=e.input_ids[:max_length], labels=e.labels[:max_length], trainable=-1)
 
 
 def drop_oldest_exchange(conv: Conversation) -> Conversation | None:

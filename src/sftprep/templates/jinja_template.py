@@ -9,7 +9,7 @@ rendered on its own (history + generation prompt, then the turn), exactly as at 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -22,6 +22,7 @@ from sftprep.templates.hf_jinja import (
     render,
     template_variables,
 )
+from sftprep.templates.opacity import content_opaque
 from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
@@ -159,21 +160,20 @@ class JinjaTemplate:
     def render(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | Reject:
         if conv.raw_prompt is not None and conv.raw_completion is not None:
             return [render_verbatim(conv, opts)]
-        messages = [message_to_hf(m) for m in conv.messages]
         try:
-            fast = self._render_from_skeleton(conv, messages, opts)
+            fast = self._render_from_skeleton(conv, opts)
             if fast is not None:
                 return fast
-            return self._render(conv, messages, opts)
+            return self._render(conv, [message_to_hf(m) for m in conv.messages], opts)
         except TemplateRaised as e:
             return _reject(conv, "template_raised", f"the chat template raised: {e}")
         except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
             return _reject(conv, "template_error", f"the chat template failed: {type(e).__name__}: {e}")
 
-    def _render_from_skeleton(
-        self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
-    ) -> list[RenderedConversation] | None:
-        """One render per record when its shape's skeleton reproduces it exactly; else None."""
+    def _render_from_skeleton(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | None:
+        """The shape's skeleton filled with the record's contents, when it reproduces the record's render
+        exactly: always, for a shape whose template was shown never to look inside contents (opacity.py);
+        otherwise checked by one render of the record. None: take the exact path."""
         key = shape_key(conv)
         if key is None:
             return None
@@ -186,20 +186,29 @@ class JinjaTemplate:
         if skel is None:
             return None
         text, starts, contents = fill(skel, conv)
-        if self.render_messages(messages, conv, False, opts) != text:
-            return None  # the template reads inside the content: take the exact path
+        if not skel.opaque and self._render_differs(conv, opts, text):
+            return None
         trained = [is_trainable_assistant(conv.messages[t.message_index]) for t in skel.turns]
         return [rendered_from_skeleton(skel, conv, text, starts, contents, trained)]
 
+    def _render_differs(self, conv: Conversation, opts: RenderOptions, text: str) -> bool:
+        """The record's own render is not `text` (the template reads inside contents)."""
+        return self.render_messages([message_to_hf(m) for m in conv.messages], conv, False, opts) != text
+
     def _build_skeleton(self, conv: Conversation, opts: RenderOptions) -> Skeleton | None:
         sentinel = sentinel_conversation(conv)
+        messages = [message_to_hf(m) for m in sentinel.messages]
         try:
-            rendered = self._render(sentinel, [message_to_hf(m) for m in sentinel.messages], opts)
+            rendered = self._render(sentinel, messages, opts)
         except PROBE_ERRORS:
             return None
         if isinstance(rendered, Reject) or len(rendered) != 1 or rendered[0].turn >= 0:
             return None
-        return build_skeleton(rendered[0])
+        skel = build_skeleton(rendered[0])
+        if skel is None:
+            return None
+        variables = self.variables(messages, sentinel, False, opts)
+        return replace(skel, opaque=content_opaque(self.source_text, variables, rendered[0].text))
 
     def _render(
         self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions

@@ -2,8 +2,9 @@
 
 A skeleton is the render of a conversation with the same roles whose contents are unique sentinels,
 with every trainable span derived there by the exact (multi-render) method. Filling a skeleton with a
-record's contents gives its text and spans; the record's own render must equal that text, or the
-record goes through the exact method itself (templates that look inside content: trim, startswith...).
+record's contents gives its text and spans. Where one instrumented render of the shape shows that the
+template never looks inside contents (opacity.py), that is the record's render; otherwise the record's
+own render must equal it, or the record goes through the exact method (trim, startswith, '<think>' in...).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Skeleton:
     slots: tuple[int, ...]  # message index filling each slot (one fewer than literals)
     turns: tuple[SkeletonTurn, ...]
     tag_disagreements: int = 0
+    opaque: bool = False  # the template never looks inside contents (opacity.py): no per-record check
 
 
 def shape_key(conv: Conversation) -> tuple[object, ...] | None:

@@ -58,6 +58,8 @@ def _after_generation_prompt(gen: str, text: str, offset: int, limit: int) -> in
         return _skip_given_whitespace(gen, text, at + len(anchor), limit)
     if offset + lcp > limit or text[offset + lcp : limit].strip():
         return None  # the prompt pre-fills text (an empty think block) that this turn contradicts
+    if gen[lcp:].strip() in text[offset + lcp :]:
+        return None  # the turn renders the pre-filled text, differently ("<think>\n \n</think>")
     return offset + lcp
 
 
