@@ -120,6 +120,10 @@ def kill(
     return True
 
 
+def _batches(out: Path) -> int:
+    return (checkpoint(out) or {}).get("batches", 0)
+
+
 def checkpoint(out: Path) -> dict[str, Any] | None:
     try:
         return json.loads((staging(out) / "progress.json").read_text("utf-8"))
@@ -136,9 +140,10 @@ def test_sigkill_leaves_no_partial_output_and_resume_gives_the_same_bytes(
     out = tmp_path / "out"
     kwargs = {**corpus["kwargs"], "out_dir": str(out), "resume": True}
     killed = 0
-    for delay in (0.3, 1.0, 2.0):  # each attempt resumes the previous one, then is killed again
-        t0 = time.monotonic()
-        killed += kill(start(kwargs), lambda d=delay, t=t0: time.monotonic() - t >= d)
+    # Each attempt resumes the previous one and is killed once it has got this far (staging started; a
+    # checkpoint at batch 8, 20): the kill lands wherever the child is then, mid-batch or mid-write.
+    for reached in (lambda: staging(out).exists(), lambda: _batches(out) >= 8, lambda: _batches(out) >= 20):
+        killed += kill(start(kwargs), reached)
         assert_absent_or_complete(out)
     assert killed >= 2, "the run finished too fast to be interrupted: make the corpus bigger"
     manifest = sftprep.prepare(**kwargs)  # finish it

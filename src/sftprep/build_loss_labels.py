@@ -15,18 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding
 
-from sftprep.literal_segments import LITERAL, LiteralCache, content_ranges, split_piece
+from sftprep.literal_segments import LITERAL, LiteralCache, content_ranges, is_template, split_piece
 from sftprep.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):  # a NamedTuple: several per record, built 3x faster than a frozen dataclass
     start: int
     end: int
     trained: bool
@@ -157,13 +156,13 @@ def _recipe(job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]]
         job.plain.append(text[p.start : p.end])
         return -len(job.plain)
     parts = split_piece(text, p.start, p.end, contents, cache.pattern)
-    if len(parts) == 1:
+    if len(parts) == 1 and parts[0][2] != LITERAL:
         job.normal.append(text[p.start : p.end])
         return len(job.normal) - 1
     recipe: list[int | list[int]] = []
     for a, b, kind in parts:
         t = text[a:b]
-        if kind == LITERAL:
+        if kind == LITERAL or is_template(a, b, contents):  # e.g. a lone "<|im_start|>"
             known = cache.ids.get(t)
             if known is not None:
                 recipe.append(known)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sftprep.types import RenderedConversation
 
-MIN_LITERAL = 16  # shorter stretches cost less to encode than to find and look up
+MIN_LITERAL = 16  # a piece is scanned for added tokens only when it has this much template text in a row
 MAX_CACHED = 1 << 16
 
 ENCODE, LITERAL = 0, 1
@@ -43,49 +43,47 @@ def content_ranges(r: RenderedConversation) -> list[tuple[int, int]]:
 
 
 def split_piece(text: str, a: int, b: int, contents: list[tuple[int, int]], pattern: re.Pattern[str]) -> list[Part]:
-    """Piece [a, b) as parts to encode and template stretches bounded by added tokens or the piece edges;
-    a single ENCODE part when there is nothing worth caching. Added tokens are found by scanning the
-    whole piece from its start, leftmost-longest, as the tokenizer splits it."""
-    if not _has_long_template_run(a, b, contents):
+    """Piece [a, b) as parts to encode and template stretches (LITERAL) bounded by added tokens or the piece
+    edges. Added tokens are found by scanning the whole piece from its start, leftmost-longest, as the
+    tokenizer splits it; a piece with less than MIN_LITERAL template characters in a row is not scanned."""
+    longest, overlaps = _template_runs(a, b, contents)
+    if not overlaps:
+        return [(a, b, LITERAL)]
+    if longest < MIN_LITERAL:
         return [(a, b, ENCODE)]
-    prev = a
-    literals = []
+    cuts = [a]
     for m in pattern.finditer(text, a, b):
-        s, e = m.span()
-        if s - prev >= MIN_LITERAL and _is_template(prev, s, contents):
-            literals.append((prev, s))
-        prev = e
-    if b - prev >= MIN_LITERAL and _is_template(prev, b, contents):
-        literals.append((prev, b))
-    if not literals:
-        return [(a, b, ENCODE)]
+        cuts.extend(m.span())
+    cuts.append(b)
     parts: list[Part] = []
     pos = a
-    for s, e in literals:
-        if pos < s:
-            parts.append((pos, s, ENCODE))
-        parts.append((s, e, LITERAL))
-        pos = e
+    for k in range(0, len(cuts), 2):  # [cuts[k], cuts[k+1]) lies between two added tokens (or an edge)
+        s, e = cuts[k], cuts[k + 1]
+        if e - s >= MIN_LITERAL and is_template(s, e, contents):
+            if pos < s:
+                parts.append((pos, s, ENCODE))
+            parts.append((s, e, LITERAL))
+            pos = e
     if pos < b:
         parts.append((pos, b, ENCODE))
     return parts
 
 
-def _has_long_template_run(a: int, b: int, contents: list[tuple[int, int]]) -> bool:
-    """Whether [a, b) has MIN_LITERAL consecutive characters outside every content (contents sorted)."""
-    pos = a
+def _template_runs(a: int, b: int, contents: list[tuple[int, int]]) -> tuple[int, bool]:
+    """The longest run of template characters in [a, b), and whether any content overlaps it (sorted)."""
+    pos, longest, overlaps = a, 0, False
     for cs, ce in contents:
         if ce <= pos:
             continue
         if cs >= b:
             break
-        if cs - pos >= MIN_LITERAL:
-            return True
+        overlaps = True
+        longest = max(longest, cs - pos)
         pos = max(pos, ce)
-    return b - pos >= MIN_LITERAL
+    return max(longest, b - pos), overlaps
 
 
-def _is_template(start: int, end: int, contents: list[tuple[int, int]]) -> bool:
+def is_template(start: int, end: int, contents: list[tuple[int, int]]) -> bool:
     for cs, ce in contents:  # noqa: SIM110 (a loop is faster than all() over a generator here)
         if cs < end and ce > start:
             return False

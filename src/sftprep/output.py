@@ -70,9 +70,9 @@ class ShardWriter:
             [
                 _list_array(self._ids),
                 _list_array(self._labels),
-                pa.array(self._files, pa.string()),
-                pa.array(self._lines, pa.int64()),
-                pa.array(self._turns, pa.int32()),
+                _string_array(self._files),
+                _from_numpy(np.array(self._lines, dtype=np.int64), pa.int64()),
+                _from_numpy(np.array(self._turns, dtype=np.int32), pa.int32()),
             ],
             schema=SCHEMA,
         )
@@ -101,7 +101,24 @@ def _list_array(rows: list[np.ndarray]) -> pa.ListArray:
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     values = np.concatenate(rows).astype(np.int32, copy=False) if rows else np.zeros(0, np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values))
+
+
+def _int32_array(values: np.ndarray) -> pa.Array:
+    return _from_numpy(np.ascontiguousarray(values, dtype=np.int32), pa.int32())
+
+
+# Arrays are built from buffers: `pa.array` imports pandas on first use when it is installed (0.2-0.3 s).
+def _from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+
+
+def _string_array(values: list[str]) -> pa.Array:
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    data = pa.py_buffer(b"".join(encoded))
+    return pa.Array.from_buffers(pa.string(), len(values), [None, pa.py_buffer(offsets), data])
 
 
 class RejectWriter:

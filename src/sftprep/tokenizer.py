@@ -142,8 +142,8 @@ class BPETokenizer:
         """True when text is encoded differently at the start of the input than after a special token
         (SentencePiece-style `prepend`: Metaspace with prepend_scheme first/always, or a Prepend normalizer),
         so a piece must be encoded with its left context to get the tokens a joint encoding has."""
-        cfg = json.loads(self.tokenizer.to_str())
-        text = json.dumps([cfg.get("normalizer"), cfg.get("pre_tokenizer")])
+        parts = (self.tokenizer.normalizer, self.tokenizer.pre_tokenizer)  # not to_str(): it holds the vocab
+        text = json.dumps([None if p is None else json.loads(p.__getstate__()) for p in parts])
         return '"Prepend"' in text or ('"Metaspace"' in text and '"prepend_scheme": "never"' not in text)
 
     @cached_property
@@ -181,7 +181,16 @@ class BPETokenizer:
 
     def find_special(self, text: str) -> list[tuple[int, int]]:
         """Where `text` spells a special token (user text there is encoded as plain text)."""
-        return [m.span() for m in self._special_re.finditer(text)] if self._special_re else []
+        starts = self._special_starts
+        if self._special_re is None or not (starts[0] in text if len(starts) == 1 else any(c in text for c in starts)):
+            return []
+        return [m.span() for m in self._special_re.finditer(text)]
+
+    @cached_property
+    def _special_starts(self) -> tuple[str, ...]:
+        """First characters of the special tokens (`"<"` for most): text without any has none of them."""
+        added = self.tokenizer.get_added_tokens_decoder().values()
+        return tuple(sorted({t.content[0] for t in added if t.special and t.content})) or ("",)
 
     def find_added(self, text: str) -> list[tuple[int, int]]:
         """Where `text` has an added token (special or not): the tokenizer splits the text there."""
