@@ -168,6 +168,7 @@ def _cpu() -> float:
 
 def run_cli(inputs: list[str], out: Path, workers: int = 1) -> Result:
     """`sftprep prepare` in a fresh process: wall and CPU seconds (startup included), peak RSS, manifest."""
+    shutil.rmtree(out, ignore_errors=True)  # an up-to-date OUT_DIR would make the run a no-op
     cmd = [CLI, "prepare", *inputs, "-o", str(out), "--tokenizer", str(TOK_DIR), "--overwrite", "-q"]
     cmd += ["--workers", str(workers)] if workers > 1 else []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +189,7 @@ def run_api(inputs: list[str], out: Path, workers: int = 1) -> Result:
     import sftprep
 
     extra = {"workers": workers} if workers > 1 else {}
+    shutil.rmtree(out, ignore_errors=True)  # an up-to-date OUT_DIR would make the run a no-op
     t0, c0 = time.perf_counter(), _cpu()
     try:
         manifest = sftprep.prepare(inputs, out_dir=str(out), overwrite=True, tokenizer=str(TOK_DIR), **extra)
