@@ -2,7 +2,7 @@
 
 Skipped when Ray is not installed (pip install "ray[data]"). The README's "Preparing on a Ray cluster"
 commands are run here: `ray start --head`, `prepare_ray(..., ray_address=...)`, `map_prepare`, and the
-CLI's `--engine ray --ray-address` (skipped until `sftprep prepare --help` lists `--engine`).
+CLI's `--engine ray --ray-address`.
 """
 
 from __future__ import annotations
@@ -285,9 +285,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def test_cli_engine_ray(ray_head: Head, corpus: list[str], tmp_path: Path) -> None:
-    """`sftprep prepare ... --engine ray --ray-address ADDR` (enabled once the CLI has the option)."""
-    if "--engine" not in cli("prepare", "--help").stdout:
-        pytest.skip("`sftprep prepare` has no --engine option yet")
+    """`sftprep prepare ... --engine ray --ray-address ADDR`."""
     local = options(corpus, tmp_path / "local", batch_size=PrepareOptions.batch_size)  # the CLI's batches
     prepare_locally(local)
     args = ["prepare", *corpus, "-o", str(tmp_path / "out"), "--shard-size", str(local.shard_size), "-q"]
