@@ -114,18 +114,9 @@ def _load_each_tokenizer_once() -> Iterator[None]:
         yield
 
 
-# Known sftprep bug B (reported to the lead): with phi-3 (SentencePiece-style pieces encoded in left context), a
-# special-token spelling typed by a user (plain text) loses its first characters when they merge with the text
-# before it ('x.<s>' becomes 'x.s>'). Until it is fixed, phi-3 gets no special-token spellings in system/user text
-# here; the strict xfail in REGRESSIONS keeps the bug in sight.
-TYPED_SPECIALS_BUG = {"phi-3-mini"}
-
-
 def _run(tokenizer: str, template: str | None, examples: int) -> None:
-    typed_specials = template is not None or tokenizer not in TYPED_SPECIALS_BUG
-
     @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-    @given(st.lists(conversations(typed_specials), min_size=1, max_size=4))
+    @given(st.lists(conversations(), min_size=1, max_size=4))
     def run(records: list[dict[str, Any]]) -> None:
         check_batch(records, tokenizer, template)
 
@@ -139,15 +130,19 @@ def test_generated_conversations_hold_the_invariants(tokenizer: str, template: s
     _run(tokenizer, template, examples)
 
 
-# Reproductions of the bugs these tests found: (tokenizer, messages). A (fixed): where a message is not rendered
-# verbatim (empty, trimmed, with reasoning), a system/user spelling of a template marker was matched in the
-# template's own markup, which became plain text while the user's text became the token. B: see above ('a <|end|>'
-# lost its '<' too: fixed). C (fixed): minimind trained a reasoning turn after its generation prompt's pre-filled
-# empty think block (now rejected). D (fixed): typed non-special added tokens (minimind's <think>) were cut out like
-# plain text but encoded as the token, changing the encoding around them ('\n' + ' ' instead of '\n ').
+# Reproductions of the bugs these tests found: (tokenizer, messages).
+# A (fixed): where a message is not rendered verbatim (empty, trimmed, with reasoning), a system/user spelling of
+#   a template marker was matched in the template's own markup, which became plain text while the user's text
+#   became the token.
+# B (fixed): with phi-3 (pieces encoded in left context), a typed special-token spelling lost the characters
+#   merged with the text before it ('x.<s>' became 'x.s>', 'a <|end|>' lost its '<'): plain spans now start at
+#   their word (special_text.widen_to_words).
+# C (fixed): minimind trained a reasoning turn after its generation prompt's pre-filled empty think block (now
+#   rejected).
+# D (fixed): typed non-special added tokens (minimind's <think>) were cut out like plain text but encoded as the
+#   token, changing the encoding around them ('\n' + ' ' instead of '\n ').
 # E (fixed): minimind reads an assistant content ' </think>' as reasoning ' ' and renders '<think>\n \n</think>'
-# where its generation prompt pre-fills '<think>\n\n</think>': trained from the wrong place, now rejected.
-BUG_B = "phi-3: a typed special-token spelling loses characters merged with the text before it (reported)"
+#   where its generation prompt pre-fills '<think>\n\n</think>': trained from the wrong place, now rejected.
 REGRESSIONS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "A-llama3-empty-system": ("llama3", [_m("system", ""), _m("user", "<|eot_id|>"), _m("assistant", " ")]),
     "A-llama3-trimmed-user": (
@@ -163,7 +158,7 @@ REGRESSIONS: dict[str, tuple[str, list[dict[str, str]]]] = {
     "D-minimind-typed-think": ("minimind", [_m("user", " <think>"), _m("assistant", "ok")]),
     "E-minimind-think-close-content": ("minimind", [_m("user", ""), _m("assistant", " </think>")]),
 }
-KNOWN_BUGS = {"B-phi3-merged-before-special": BUG_B}
+KNOWN_BUGS: dict[str, str] = {}  # case -> reason: a strict xfail keeps a known bug in sight
 
 
 def _case(name: str) -> Any:

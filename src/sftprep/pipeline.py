@@ -23,7 +23,7 @@ from sftprep.manifest import Stats
 from sftprep.normalize_conversations import normalize_conversations
 from sftprep.options import PrepareOptions
 from sftprep.render_chat_prompt import render_chat_prompt, split_turns
-from sftprep.special_text import masked_conversation, needs_marking, placeholder_spans
+from sftprep.special_text import masked_conversation, needs_marking, placeholder_spans, widen_to_words
 from sftprep.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
 from sftprep.templates.loader import load_template
@@ -127,6 +127,8 @@ class Preparer:
             )
         for u, found in zip(units, spans):
             u.special_in_content = found or []
+            if self.tok.start_sensitive and found:
+                u.special_in_content = widen_to_words(u.text, found, self.tok.find_added(u.text))
         return None
 
     # -- per batch -------------------------------------------------------------------------------

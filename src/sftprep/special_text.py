@@ -51,3 +51,24 @@ def _absorb_spaces(text: str, start: int, end: int) -> tuple[int, int]:
     while start > 0 and text[start - 1] == " ":
         start -= 1
     return start, end
+
+
+def widen_to_words(text: str, spans: list[Span], added: list[tuple[int, int]]) -> list[Span]:
+    """Start each plain span at the beginning of its word (and the spaces before it), for tokenizers that
+    encode a piece in its left context (SentencePiece-style): there a token of the plain text could
+    otherwise straddle the span's start ("x.<s>": ".<") and lose a character. Never across a template's
+    added token (its end is a stop), and overlapping spans are merged. The text joined to the span
+    contains no added token, so the plain and the normal encoding of it are the same."""
+    inside = [(s.start, s.end) for s in spans]
+    stops = {b for a, b in added if not any(s <= a < e for s, e in inside)}
+    out: list[Span] = []
+    for s in spans:
+        start = s.start
+        while start > 0 and start not in stops and not text[start - 1].isspace():
+            start -= 1
+        start, _ = _absorb_spaces(text, start, s.end) if start not in stops else (start, s.end)
+        if out and start <= out[-1].end:
+            out[-1] = Span(out[-1].start, s.end)
+        else:
+            out.append(Span(start, s.end))
+    return out
