@@ -281,3 +281,30 @@ def test_bundled_sample_with_embedded_default_tokenizer(tmp_path: Path) -> None:
     spelled = rows[10]  # line 11: the user text spells <|im_end|>
     assert spelled["input_ids"].count(tok.token_to_id("<|im_end|>")) == 2
     assert "What does <|im_end|> mean in ChatML?" in tok.decode(spelled["input_ids"])
+
+
+# ---------------------------------------------------------------------------- reasoning a template drops
+
+
+def test_reasoning_the_template_does_not_render_is_counted(tmp_path: Path) -> None:
+    """llama3 has no place for reasoning_content (counted, and the summary warns); chatml renders it (not counted)."""
+    records = [
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "ok", "reasoning_content": "r1"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b", "reasoning_content": " "},
+            ]
+        },
+    ]
+    dropped, _ = run(tmp_path, records, None, out="llama3", template="llama3")
+    kept, rows = run(tmp_path, records, None, out="chatml", template="chatml")
+    assert dropped["reasoning_not_rendered"] == 1  # the blank reasoning is not counted
+    assert kept["reasoning_not_rendered"] == 0
+    assert len(rows) == 3

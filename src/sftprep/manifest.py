@@ -41,6 +41,7 @@ class Stats:
     split_conversations: int = 0
     special_tokens_in_content: int = 0
     generation_tag_disagreements: int = 0
+    reasoning_not_rendered: int = 0  # assistant messages whose reasoning the template leaves out
 
     def merge(self, other: Stats) -> None:
         """Add another batch's counts (batches may come from worker processes)."""
@@ -59,6 +60,7 @@ class Stats:
             "split_conversations",
             "special_tokens_in_content",
             "generation_tag_disagreements",
+            "reasoning_not_rendered",
         ):
             setattr(self, key, getattr(self, key) + getattr(other, key))
 
@@ -94,6 +96,7 @@ class Stats:
             self.split_conversations += 1
         self.special_tokens_in_content += max((len(u.special_in_content) for u in p.units), default=0)
         self.generation_tag_disagreements += sum(u.tag_disagreements for u in p.units)
+        self.reasoning_not_rendered += reasoning_not_rendered(p)
 
     def example(self, name: str, e: Encoded) -> None:
         self._file(name).examples += 1
@@ -111,6 +114,19 @@ class Stats:
     @property
     def records_rejected(self) -> int:
         return sum(f.records_rejected for f in self.files.values())
+
+
+def reasoning_not_rendered(p: Prepared) -> int:
+    """Assistant messages with reasoning that appears in none of the record's rendered texts (the template
+    drops it: Qwen2.5, Llama 3 and Phi-3 do; it is then neither context nor trained)."""
+    if p.conv is None:
+        return 0
+    texts = [u.text for u in p.units]
+    return sum(
+        1
+        for m in p.conv.messages
+        if m.reasoning and m.reasoning.strip() and not any(m.reasoning.strip() in t for t in texts)
+    )
 
 
 def _template_record(opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> dict[str, Any]:
@@ -154,6 +170,7 @@ def build_manifest(
         "split_conversations": stats.split_conversations,
         "special_tokens_in_content": stats.special_tokens_in_content,
         "generation_tag_disagreements": stats.generation_tag_disagreements,
+        "reasoning_not_rendered": stats.reasoning_not_rendered,
         "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
         "shards": shards,
         "tokenizer": {

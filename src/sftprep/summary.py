@@ -35,6 +35,12 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
         console.print(f"  [yellow]rejected[/] {n} x {escape(reason)}")
     for reason, n in manifest.get("examples_dropped_by_reason", {}).items():
         console.print(f"  [yellow]dropped examples[/] {n} x {reason}")
+    if manifest.get("reasoning_not_rendered"):
+        console.print(
+            f"  [yellow]warning:[/] {manifest['reasoning_not_rendered']} assistant message(s) have reasoning the "
+            "template does not render: it is neither context nor trained (use a template that renders "
+            "reasoning_content, e.g. qwen3, or fold it into the content)"
+        )
     template = manifest.get("template", {})
     if template.get("eos_appended"):
         console.print(
