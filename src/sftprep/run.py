@@ -14,6 +14,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) ->
     h = hashlib.sha256()
     parts = {
         "version": __version__,
+        "code": code_sha256(),
         "options": opts.recorded(),
         "tokenizer": tok.sha256,
         "tokenizer_config": tok.config,
@@ -56,6 +58,16 @@ def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) ->
         "inputs": [[str(f), _file_sha256(f)] for f in files],
     }
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_sha256() -> str:
+    """The package's own code and data (not only its version): a changed sftprep recomputes, even in development."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".jinja") and p.is_file()):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
