@@ -170,12 +170,12 @@ def run_cli(inputs: list[str], out: Path, workers: int = 1) -> Result:
     """`sftprep prepare` in a fresh process: wall and CPU seconds (startup included), peak RSS, manifest."""
     shutil.rmtree(out, ignore_errors=True)  # an up-to-date OUT_DIR would make the run a no-op
     cmd = [CLI, "prepare", *inputs, "-o", str(out), "--tokenizer", str(TOK_DIR), "--overwrite", "-q"]
-    cmd += ["--workers", str(workers)] if workers > 1 else []
+    cmd += ["--workers", str(workers)]
     out.parent.mkdir(parents=True, exist_ok=True)
     stat = out.parent / f"{out.name}.json"
     proc = subprocess.run([sys.executable, "-c", _WRAP, str(stat), *cmd], stderr=subprocess.PIPE, text=True)
     m = json.loads(stat.read_text()) if stat.exists() else {"rc": proc.returncode}
-    if m["rc"] != 0 and workers > 1 and "workers" in proc.stderr:
+    if m["rc"] != 0 and workers != 1 and "workers" in proc.stderr:
         raise WorkersUnsupported(proc.stderr.strip().splitlines()[-1])
     if m["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {m['rc']}:\n{proc.stderr}")
@@ -188,7 +188,7 @@ def run_api(inputs: list[str], out: Path, workers: int = 1) -> Result:
     """`sftprep.prepare` in this process (imports already done; the tokenizer load is included)."""
     import sftprep
 
-    extra = {"workers": workers} if workers > 1 else {}
+    extra = {"workers": workers}
     shutil.rmtree(out, ignore_errors=True)  # an up-to-date OUT_DIR would make the run a no-op
     t0, c0 = time.perf_counter(), _cpu()
     try:
@@ -294,8 +294,8 @@ def bench_main(meta: Result, workers: int, repeat: int) -> tuple[list[Row], Resu
     m = cli["manifest"]
     rows = [
         ("corpus", f"{meta['conversations']:,} conversations, {meta['tokens']:,} tokens (qwen2.5 + its template)", ""),
-        ("(1) `sftprep prepare`, CLI, fresh process", _tps(cli), ""),
-        ("(1') `sftprep.prepare`, in-process API", _tps(api), ""),
+        (f"(1) `sftprep prepare --workers {workers}`, CLI, fresh process", _tps(cli), ""),
+        (f"(1') `sftprep.prepare(workers={workers})`, in-process API", _tps(api), ""),
         ("sftprep tokens / trainable / examples", f"{m['tokens']:,} / {m['trainable_tokens']:,} / "
          f"{m['examples_written']:,} ({m['records_rejected']} rejected)", ""),
         ("(2) floor: tokenizers `encode_batch`", _tps(floor) + f"; {floor['tokens']:,} tokens", ""),
@@ -382,7 +382,7 @@ def write_results(body: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["all", "main", "rss", "turns", "workers"], default="all")
-    ap.add_argument("--workers", type=int, default=1, help="sftprep --workers for the timed runs (default 1)")
+    ap.add_argument("--workers", type=int, default=0, help="sftprep --workers for the timed runs (0: every core)")
     ap.add_argument("--repeat", type=int, default=1, help="report the fastest of N runs (not TRL, not RSS)")
     ap.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.name}")
     a = ap.parse_args()

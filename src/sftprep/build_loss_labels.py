@@ -14,13 +14,12 @@ Labels are aligned with input_ids (the model shifts): the id on trained tokens, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding
 
-from sftprep.literal_segments import LITERAL, LiteralCache, content_ranges, is_template, split_piece
+from sftprep.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, is_template, split_piece
 from sftprep.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
 
@@ -130,12 +129,13 @@ def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all
 
 
 def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
-    """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it),
-    template stretches between added tokens looked up once encoded (literal_segments)."""
+    """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it):
+    template stretches between added tokens looked up once encoded (literal_segments), ASCII text encoded
+    here by tiktoken where it is exact (fast_bpe), the rest left to the HF batch call."""
     normal: list[str] = []
     plain: list[str] = []
-    cache = tok.literal_cache
-    if cache is None:
+    cache, fast = tok.literal_cache, tok.fast
+    if cache is None and fast is None:
         for r, plan in zip(units, plans):
             text = r.text
             for p in plan:
@@ -145,25 +145,32 @@ def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok
     recipes = job.recipes
     assert recipes is not None
     for r, plan in zip(units, plans):
-        contents = content_ranges(r)
+        contents = content_ranges(r) if cache is not None else []
         for p in plan:
-            recipes.append(_recipe(job, r.text, p, contents, cache))
+            recipes.append(_recipe(job, r.text, p, contents, cache, fast))
     return job
 
 
-def _recipe(job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]], cache: LiteralCache) -> Any:
+def _recipe(
+    job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]], cache: LiteralCache | None, fast: Any
+) -> Any:
+    """What piece `p` is made of: an index into `job.normal` (HF encodes it), -k for plain[k-1], its ids,
+    or a list of such parts."""
     if p.plain:
         job.plain.append(text[p.start : p.end])
         return -len(job.plain)
-    parts = split_piece(text, p.start, p.end, contents, cache.pattern)
+    parts = [(p.start, p.end, ENCODE)] if cache is None else split_piece(text, p.start, p.end, contents, cache.pattern)
     if len(parts) == 1 and parts[0][2] != LITERAL:
-        job.normal.append(text[p.start : p.end])
-        return len(job.normal) - 1
-    recipe: list[int | list[int]] = []
+        return _ids_or_index(job, text[p.start : p.end], fast)
+    recipe: list[Any] = []
     for a, b, kind in parts:
         t = text[a:b]
-        if kind == LITERAL or is_template(a, b, contents):  # e.g. a lone "<|im_start|>"
+        if cache is not None and (kind == LITERAL or is_template(a, b, contents)):  # e.g. a lone "<|im_start|>"
             known = cache.ids.get(t)
+            if known is None and fast is not None:
+                known = fast.encode(t)
+                if known is not None:
+                    cache.store(t, known)
             if known is not None:
                 recipe.append(known)
                 continue
@@ -171,9 +178,20 @@ def _recipe(job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]]
                 recipe.append(job.new_literals[t])
                 continue
             job.new_literals[t] = len(job.normal)
-        job.normal.append(t)
-        recipe.append(len(job.normal) - 1)
+            job.normal.append(t)
+            recipe.append(len(job.normal) - 1)
+            continue
+        recipe.append(_ids_or_index(job, t, fast))
     return recipe
+
+
+def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Any:
+    """The ids of `text` when tiktoken gives them exactly, else its index among the texts HF encodes."""
+    ids = fast.encode(text) if fast is not None else None
+    if ids is not None:
+        return ids
+    job.normal.append(text)
+    return len(job.normal) - 1
 
 
 def _plan_in_context(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
@@ -200,34 +218,38 @@ def run_encoding(job: EncodeJob, tok: BPETokenizer) -> Encodings:
     return tok.encode_batch(job.normal), tok.encode_plain_batch(job.plain)
 
 
-def piece_ids(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None = None) -> list[list[int]]:
+def piece_ids(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None = None) -> list[np.ndarray]:
+    """Each piece's ids (int32 arrays), in order."""
     if job.recipes is not None:
         return _assemble(job, encodings, cache)
     enc_normal, enc_plain = iter(encodings[0]), iter(encodings[1])
     flags = [p.plain for plan in job.plans for p in plan]
     if job.cuts is None:
-        return [next(enc_plain if plain else enc_normal).ids for plain in flags]
+        return [_array(next(enc_plain if plain else enc_normal).ids) for plain in flags]
     out = []
     for plain, cut in zip(flags, job.cuts):
         enc = next(enc_plain if plain else enc_normal)
-        out.append([i for i, (a, _) in zip(enc.ids, enc.offsets) if a >= cut] if cut else enc.ids)
+        out.append(_array([i for i, (a, _) in zip(enc.ids, enc.offsets) if a >= cut] if cut else enc.ids))
     return out
 
 
-def _assemble(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None) -> list[list[int]]:
-    normal = [e.ids for e in encodings[0]]
-    out: list[list[int]] = []
-    for recipe in job.recipes or []:
-        if isinstance(recipe, int):
-            out.append(normal[recipe] if recipe >= 0 else encodings[1][-recipe - 1].ids)
-            continue
-        ids: list[int] = []
-        for part in recipe:
-            ids.extend(normal[part] if isinstance(part, int) else part)
-        out.append(ids)
+def _array(ids: list[int]) -> np.ndarray:
+    return np.array(ids, dtype=np.int32)
+
+
+def _assemble(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None) -> list[np.ndarray]:
+    normal = [_array(e.ids) for e in encodings[0]]
     if cache is not None:
         for text, k in job.new_literals.items():
             cache.store(text, normal[k])
+    out: list[np.ndarray] = []
+    for recipe in job.recipes or []:
+        if isinstance(recipe, np.ndarray):
+            out.append(recipe)
+        elif isinstance(recipe, int):
+            out.append(normal[recipe] if recipe >= 0 else _array(encodings[1][-recipe - 1].ids))
+        else:
+            out.append(np.concatenate([normal[part] if isinstance(part, int) else part for part in recipe]))
     return out
 
 
@@ -241,8 +263,7 @@ def label_pieces(job: EncodeJob, encodings: Encodings, cache: LiteralCache | Non
     units, plans = job.units, job.plans
     ids_lists = piece_ids(job, encodings, cache)
     lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
-    total = int(lengths.sum())
-    all_ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=total)
+    all_ids = np.concatenate(ids_lists) if ids_lists else np.zeros(0, dtype=np.int32)
     flags = np.fromiter((p.trained for plan in plans for p in plan), dtype=bool, count=len(ids_lists))
     labels = np.where(np.repeat(flags, lengths), all_ids, np.int32(IGNORE_INDEX)).astype(np.int32, copy=False)
     tok_offsets = np.zeros(len(ids_lists) + 1, dtype=np.int64)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from sftprep.types import RenderedConversation
 
 MIN_LITERAL = 16  # a piece is scanned for added tokens only when it has this much template text in a row
@@ -28,9 +30,9 @@ Part = tuple[int, int, int]  # (start, end, ENCODE | LITERAL)
 @dataclass
 class LiteralCache:
     pattern: re.Pattern[str]
-    ids: dict[str, list[int]] = field(default_factory=dict)
+    ids: dict[str, np.ndarray] = field(default_factory=dict)  # int32, never modified
 
-    def store(self, text: str, ids: list[int]) -> None:
+    def store(self, text: str, ids: np.ndarray) -> None:
         if len(self.ids) < MAX_CACHED:
             self.ids[text] = ids
 

@@ -77,6 +77,7 @@ class Preparer:
             template_vars=opts.template_vars,
         )
         self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
+        _ = tok.fast, tok.literal_cache  # built once here, before any worker process forks
         self.stats = Stats()
 
     # -- per record ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from tokenizers import Encoding, Tokenizer
 
 from sftprep.errors import ConfigError
+from sftprep.fast_bpe import FastBPE, fast_bpe
 from sftprep.literal_segments import LiteralCache
 
 DEFAULT_TOKENIZER = "default"
@@ -156,6 +157,11 @@ class BPETokenizer:
             not (t.lstrip or t.rstrip or t.single_word or (t.normalized and normalizer))
             for t in self.tokenizer.get_added_tokens_decoder().values()
         )
+
+    @cached_property
+    def fast(self) -> FastBPE | None:
+        """tiktoken's BPE where it gives exactly this tokenizer's ids (ASCII text, see fast_bpe.py)."""
+        return fast_bpe(self.tokenizer) if self.splits_at_added and not self.start_sensitive else None
 
     @cached_property
     def literal_cache(self) -> LiteralCache | None:
