@@ -315,3 +315,19 @@ def test_options_are_shipped_with_absolute_paths(tmp_path: Path, monkeypatch: py
     opts = dataclasses.replace(options(["a.jsonl"], tmp_path / "o"), template="tpl.jinja", tokenizer="default")
     shipped = ray_engine._portable(opts)
     assert shipped.template == str(tmp_path / "tpl.jinja") and shipped.tokenizer == "default"
+
+
+def test_ray_reader_cuts_batches_where_the_local_engine_does(tmp_path: Path) -> None:
+    """Batches end after batch_size records or BATCH_BYTES of input, in both engines (shards close at batch
+    ends, so the same batches give the same shard files): long records, a bad line, a blank line."""
+    from sftprep.run import BATCH_BYTES, batched
+
+    body = "x" * (BATCH_BYTES // 3)
+    lines = [json.dumps({"messages": [{"role": "user", "content": body}, {"role": "assistant", "content": "k"}]})] * 20
+    lines[3], lines[9] = "{not json", ""
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    local = [len(b) for b in batched(read_records(path), 5)]
+    ray_sizes = [t.num_rows for t in ray_engine.read_blocks(str(path), str(path), 0, 5)]
+    assert ray_sizes == local
+    assert max(local) < 5 < sum(local)  # the byte budget cut them, not the record count

@@ -10,6 +10,7 @@ can turn it into a stable reject reason with `split_error`.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import zlib
@@ -192,13 +193,19 @@ def _iter_jsonl(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[Ra
 
 
 def _parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
+    """One JSONL line as a RawRecord (with `size`, the line's bytes, also for a line that is rejected)."""
+    record = _parse_json_line(raw, lineno, file_offset, source)
+    return record if record.size else dataclasses.replace(record, size=len(raw))
+
+
+def _parse_json_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
     try:  # fast path; anything orjson refuses (NaN, lone surrogates, bad UTF-8...) takes the path below
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass
     else:
         if isinstance(data, dict):
-            return RawRecord(source, lineno, data=data)
+            return RawRecord(source, lineno, data=data, size=len(raw))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -218,7 +225,7 @@ def _parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRe
     if not isinstance(data, dict):
         msg = f"expected a JSON object, got {json_type_name(data)}"
         return _error(source, lineno, ERR_NOT_OBJECT, msg, text[:MAX_RAW_TEXT])
-    return RawRecord(source, lineno, data=data)
+    return RawRecord(source, lineno, data=data, size=len(raw))
 
 
 def _encoding_error(

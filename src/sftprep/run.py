@@ -30,10 +30,21 @@ from sftprep.records import iter_input_files, read_records
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord
 
+BATCH_BYTES = 1 << 20  # a batch also ends after this much input: long conversations still spread over workers
 
-def batched(it: Iterable[RawRecord], n: int) -> Iterator[list[RawRecord]]:
-    iterator = iter(it)
-    while chunk := list(islice(iterator, n)):
+
+def batched(it: Iterable[RawRecord], n: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[RawRecord]]:
+    """Batches of `n` records, or fewer where they reach `max_bytes` of input (a function of the input only,
+    so --resume finds the same batches)."""
+    chunk: list[RawRecord] = []
+    size = 0
+    for record in it:
+        chunk.append(record)
+        size += record.size
+        if len(chunk) >= n or size >= max_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
         yield chunk
 
 

@@ -27,6 +27,7 @@ class RawRecord:
     data: Any = None
     error: str | None = None
     raw_text: str | None = None
+    size: int = field(default=0, compare=False)  # bytes of input it came from, where known (bounds batches)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from sftprep.options import PrepareOptions
 from sftprep.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, Preparer, load_components
 from sftprep.records import ERR_READ, iter_input_files
-from sftprep.run import _complete, _existing_manifest, _replace_dir, run_key, worker_count
+from sftprep.run import BATCH_BYTES, _complete, _existing_manifest, _replace_dir, run_key, worker_count
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord, Reject
 
@@ -226,11 +226,13 @@ def read_blocks(path: str, source: str, file_index: int, batch_size: int) -> Ite
     """One file as RAW_SCHEMA tables of `batch_size` records; `source` is the name records carry."""
     rows: list[RawRow] = []
     batch = file_index << _FILE_SHIFT
+    size = 0
     for row in raw_rows(Path(path), source):
         rows.append(row)
-        if len(rows) == batch_size:
+        size += len(row[2]) if row[2] is not None else 0  # as run.batched counts RawRecord.size
+        if len(rows) == batch_size or size >= BATCH_BYTES:
             yield _raw_table(source, batch, rows)
-            rows, batch = [], batch + 1
+            rows, batch, size = [], batch + 1, 0
     if rows:
         yield _raw_table(source, batch, rows)
 
