@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,27 @@ class FastBPE:
 
 
 def fast_bpe(tok: Tokenizer) -> FastBPE | None:
-    """A FastBPE for `tok`, or None when the conditions above do not hold (or tiktoken is missing)."""
+    """A FastBPE for `tok`, or None when the conditions above do not hold (or tiktoken is missing). What the
+    checks find is cached on disk by the tokenizer's serialization (a few seconds the first time)."""
     try:
         from tiktoken import _tiktoken
     except ImportError:
         return None
     raw = tok.to_str()
-    cfg = json.loads(raw)
+    path = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()}.pickle"
+    try:
+        with open(path, "rb") as f:
+            found = pickle.load(f)
+    except (OSError, pickle.PickleError, EOFError):
+        found = _analyse(tok, json.loads(raw))
+        _store(path, found)
+    if found is None:
+        return None
+    pattern, ranks, added, safe = found
+    return FastBPE(_tiktoken.CoreBPE(ranks, added, pattern), safe, set(added))
+
+
+def _analyse(tok: Tokenizer, cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int], np.ndarray] | None:
     pattern = _byte_level_pattern(cfg)
     if pattern is None:
         return None
@@ -64,12 +79,23 @@ def fast_bpe(tok: Tokenizer) -> FastBPE | None:
     if any(a != b and b.startswith(a) for a in added for b in added):
         return None
     ranks = _ranks(cfg["model"]["vocab"], added)
-    safe = _safe_tokens(tok, cfg["model"], hashlib.sha256(raw.encode()).hexdigest()) if ranks else None
+    safe = _compute_safe(tok, cfg["model"]) if ranks else None
     if ranks is None or safe is None:
         return None
     safe = np.concatenate([safe, np.zeros(max(0, max(added.values(), default=0) + 1 - len(safe)), dtype=bool)])
     safe[list(added.values())] = True  # found as whole strings, as HF's added vocabulary finds them
-    return FastBPE(_tiktoken.CoreBPE(ranks, added, pattern), safe, set(added))
+    return pattern, ranks, added, safe
+
+
+def _store(path: Path, found: object) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.part")
+        with open(tmp, "wb") as f:
+            pickle.dump(found, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _byte_level_pattern(cfg: dict[str, Any]) -> str | None:
@@ -124,23 +150,6 @@ def _ranks(vocab: dict[str, int], added: dict[str, int]) -> dict[bytes, int] | N
     if len(set(ranks.values())) != len(ranks) or any(bytes([b]) not in ranks for b in range(256)):
         return None
     return ranks
-
-
-def _safe_tokens(tok: Tokenizer, model: dict[str, Any], key: str) -> np.ndarray | None:
-    """SAFE[id] per the module docstring (None: merges inconsistent with ranks). Cached on disk by `key`."""
-    cached = _cache_dir() / f"safe-{key}.npy"
-    if cached.is_file():
-        return np.load(cached)
-    safe = _compute_safe(tok, model)
-    if safe is not None:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.npy")
-            np.save(tmp, safe)
-            os.replace(tmp, cached)
-        except OSError:
-            pass
-    return safe
 
 
 def _compute_safe(tok: Tokenizer, model: dict[str, Any]) -> np.ndarray | None:
