@@ -176,6 +176,7 @@ def build_manifest(
         "tokenizer": {
             "path": tok.path,
             "loader": tok.loader,
+            "tiktoken_for_ascii": tok.fast is not None,  # exact stand-in for HF on ASCII text (fast_bpe.py)
             "sha256": tok.sha256,
             "bos_token": tok.bos_token,
             "eos_token": tok.eos_token,
