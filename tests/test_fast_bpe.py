@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 
 from sftprep.fast_bpe import _byte_decoder, fast_bpe
 from sftprep.tokenizer import BPETokenizer
@@ -55,6 +55,27 @@ def test_merges_inconsistent_with_ids_disable_it() -> None:
     vocab = cfg["model"]["vocab"]
     vocab["ab"], vocab["bc"] = vocab["bc"], vocab["ab"]
     assert fast_bpe(Tokenizer.from_str(json.dumps(cfg))) is None
+
+
+def test_configurations_it_cannot_match_disable_it() -> None:
+    """A split pattern outside the known ones (tiktoken drops text no match covers, and the engines read `^`
+    differently), truncation or padding, added tokens matched in HF's two passes: no fast path."""
+    tok = _tiny([("a", "b")])
+    assert fast_bpe(tok) is not None
+    odd = _tiny([("a", "b")])
+    odd.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(r"\p{L}+"), behavior="isolated"), pre_tokenizers.ByteLevel(use_regex=False)]
+    )
+    assert _hf(odd, "ab cd!") != [i for w in ("ab", "cd") for i in _hf(tok, w)] and fast_bpe(odd) is None
+    truncating = _tiny([("a", "b")])
+    truncating.enable_truncation(2)
+    assert fast_bpe(truncating) is None
+    padding = _tiny([("a", "b")])
+    padding.enable_padding(length=6)
+    assert fast_bpe(padding) is None
+    mixed = _tiny([("a", "b")])
+    mixed.add_tokens([AddedToken("xy", normalized=True), AddedToken("yz", normalized=False)])
+    assert fast_bpe(mixed) is None
 
 
 def test_not_ascii_goes_to_hf() -> None:

@@ -3,15 +3,18 @@
 HF's BPE merges, in a pre-token, the adjacent pair that comes first in the merge list; tiktoken merges the
 adjacent pair whose concatenation has the lowest rank (id), and returns a pre-token that is itself a token at
 once. The two give the same ids for a text when (checked once per tokenizer, cached):
-- the tokenizer is byte-level BPE: a Split regex then ByteLevel (or ByteLevel with its own regex), no
-  dropout, no subword prefix, no normalizer but a Unicode normal form (ASCII is in every normal form);
+- the tokenizer is byte-level BPE: a known Split regex (GPT-2's, Qwen2's, cl100k's: both regex engines read
+  them alike on ASCII and they match every character) then ByteLevel, or ByteLevel with its own regex; no
+  dropout, no subword prefix, no normalizer but a Unicode normal form (ASCII is in every normal form), no
+  truncation or padding, added tokens all normalized or all not (HF's one pass);
 - merges are consistent with ranks: the result's id never decreases along the merge list (M1) and exceeds
   both parts' ids (M2);
-- every token of the output is SAFE: all its splits into two vocabulary tokens are in the merge list, both
-  parts are SAFE, HF's BPE of its bytes gives the token itself, and it has no two overlapping splits (a
-  border and two listed splits). Then every merge tiktoken made was a listed pair, the lowest-ranked formable
-  one, which is also HF's first listed one (M1); equal ranks are one token, formed at non-overlapping places
-  in either order (M2); and tiktoken's whole-token shortcut is what HF's BPE gives.
+- every token of the output is SAFE: tiktoken's own merge sequence for its bytes (lowest id first, leftmost
+  on ties) ends in the token and uses only pairs in the merge list, and no token formed on the way has two
+  listed splits that could overlap (a border). A token formed in a text is formed as in isolation (a merge
+  across its edges would have made it impossible), so every merge tiktoken made was a listed pair, the
+  lowest-ranked formable one, which is also HF's first listed one (M1); equal ranks are one token, formed at
+  disjoint places in either order (M2); and tiktoken's whole-token shortcut is what HF's merges reach.
 The text must be ASCII (both regex engines then agree on letters, digits and whitespace) and the added
 tokens none a prefix of another (tiktoken finds them leftmost-first in no set order, HF leftmost-longest).
 Otherwise, or when an output token is not SAFE, `encode` returns None and HF encodes the text.
@@ -24,6 +27,7 @@ import json
 import os
 import pickle
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,16 @@ from tokenizers import Tokenizer
 
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_CL100K_LIKE = (  # Qwen2's with \p{N}, cl100k's and Llama 3's with \p{N}{1,3}
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{DIGITS}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+# Split patterns both regex engines (Oniguruma in HF, fancy-regex in tiktoken) read alike on ASCII and that
+# match every character (tiktoken drops text no match covers; HF keeps it).
+KNOWN_PATTERNS = frozenset(
+    {_GPT2_PATTERN, _CL100K_LIKE.replace("{DIGITS}", ""), _CL100K_LIKE.replace("{DIGITS}", "{1,3}")}
+)
+ANALYSIS_VERSION = "2"  # part of the cache key: bump when the checks change
 
 
 class FastBPE:
@@ -58,28 +72,36 @@ def fast_bpe(tok: Tokenizer) -> FastBPE | None:
     except ImportError:
         return None
     raw = tok.to_str()
-    path = _cache_dir() / f"{hashlib.sha256(raw.encode()).hexdigest()}.pickle"
+    key = hashlib.sha256(f"{ANALYSIS_VERSION}\0{metadata.version('tiktoken')}\0{raw}".encode()).hexdigest()
+    path = _cache_dir() / f"{key}.pickle"
     try:
         with open(path, "rb") as f:
             found = pickle.load(f)
-    except (OSError, pickle.PickleError, EOFError):
-        found = _analyse(tok, json.loads(raw))
+        pattern, ranks, added, safe = found if found is not None else (None, None, None, None)
+    except Exception:  # absent, unreadable or from another layout: analyse again
+        found = _analyse(json.loads(raw))
         _store(path, found)
     if found is None:
         return None
     pattern, ranks, added, safe = found
-    return FastBPE(_tiktoken.CoreBPE(ranks, added, pattern), safe, set(added))
-
-
-def _analyse(tok: Tokenizer, cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int], np.ndarray] | None:
-    pattern = _byte_level_pattern(cfg)
-    if pattern is None:
+    try:
+        return FastBPE(_tiktoken.CoreBPE(ranks, added, pattern), safe, set(added))
+    except Exception:  # tiktoken refuses something: HF encodes everything
         return None
-    added = {t["content"]: t["id"] for t in cfg.get("added_tokens", [])}
+
+
+def _analyse(cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int], np.ndarray] | None:
+    pattern = _byte_level_pattern(cfg)
+    if pattern is None or cfg.get("truncation") or cfg.get("padding"):
+        return None
+    tokens = cfg.get("added_tokens", [])
+    if len({bool(t.get("normalized")) for t in tokens}) > 1:
+        return None  # HF matches unnormalized added tokens first, then normalized ones: two passes
+    added = {t["content"]: t["id"] for t in tokens}
     if any(a != b and b.startswith(a) for a in added for b in added):
         return None
     ranks = _ranks(cfg["model"]["vocab"], added)
-    safe = _compute_safe(tok, cfg["model"]) if ranks else None
+    safe = _compute_safe(cfg["model"]) if ranks else None
     if ranks is None or safe is None:
         return None
     safe = np.concatenate([safe, np.zeros(max(0, max(added.values(), default=0) + 1 - len(safe)), dtype=bool)])
@@ -109,7 +131,7 @@ def _byte_level_pattern(cfg: dict[str, Any]) -> str | None:
         return None
     pre = cfg.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get("add_prefix_space"):
-        return _GPT2_PATTERN
+        return _GPT2_PATTERN  # the pattern HF's ByteLevel applies itself
     steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
     if not steps or len(steps) != 2:
         return None
@@ -119,7 +141,7 @@ def _byte_level_pattern(cfg: dict[str, Any]) -> str | None:
     ok_bytes = byte_level.get("type") == "ByteLevel" and not byte_level.get("use_regex", True)
     if not (ok_split and regex and ok_bytes and not byte_level.get("add_prefix_space")):
         return None
-    return regex
+    return regex if regex in KNOWN_PATTERNS else None
 
 
 @lru_cache(maxsize=1)
@@ -152,7 +174,7 @@ def _ranks(vocab: dict[str, int], added: dict[str, int]) -> dict[bytes, int] | N
     return ranks
 
 
-def _compute_safe(tok: Tokenizer, model: dict[str, Any]) -> np.ndarray | None:
+def _compute_safe(model: dict[str, Any]) -> np.ndarray | None:
     vocab: dict[str, int] = model["vocab"]
     listed: dict[str, set[tuple[str, str]]] = {}
     last = -1

@@ -153,9 +153,12 @@ class BPETokenizer:
         token strips whitespace or must be whole-word, none is matched on normalized text, and the start
         of the input is not special (see literal_segments)."""
         normalizer = self.tokenizer.normalizer is not None
-        return not self.start_sensitive and all(
-            not (t.lstrip or t.rstrip or t.single_word or (t.normalized and normalizer))
-            for t in self.tokenizer.get_added_tokens_decoder().values()
+        added = list(self.tokenizer.get_added_tokens_decoder().values())
+        one_pass = len({t.normalized for t in added}) <= 1  # else HF matches unnormalized ones first
+        return (
+            one_pass
+            and not self.start_sensitive
+            and all(not (t.lstrip or t.rstrip or t.single_word or (t.normalized and normalizer)) for t in added)
         )
 
     @cached_property
