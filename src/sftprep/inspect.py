@@ -12,7 +12,6 @@ from rich.text import Text
 
 from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
-from sftprep.types import IGNORE_INDEX
 
 TRAINED = ("bold black on green3", "bold black on dark_olive_green2")
 MASKED = ("grey85 on grey23", "grey85 on grey35")
@@ -43,49 +42,13 @@ def read_example(out_dir: Path, index: int) -> dict[str, Any]:
 
 
 def token_views(out_dir: Path, row: dict[str, Any]) -> list[TokenView]:
-    """Tokens with their text and role, re-deriving roles by re-rendering the source record."""
-    from sftprep.tokenizer import BPETokenizer
+    """Tokens with their text and role, re-deriving roles by re-rendering the source record (the same
+    code as the HTML report: report/views.py)."""
+    from sftprep.report.views import components, example_views
 
     manifest = read_manifest(out_dir)
-    tok = BPETokenizer.load(manifest["tokenizer"]["path"])
-    ids, labels = row["input_ids"], row["labels"]
-    spans = _token_spans(manifest, row, tok)
-    views = []
-    for k, (i, lab) in enumerate(zip(ids, labels)):
-        text, role = spans[k] if spans is not None else (tok.decode([i]), "")
-        views.append(TokenView(i, lab != IGNORE_INDEX, text, role))
-    return views
-
-
-def _token_spans(manifest: dict[str, Any], row: dict[str, Any], tok: Any) -> list[tuple[str, str]] | None:
-    """(text, role) per token from a fresh render of the record; None if the source is unavailable."""
-    from sftprep.options import PrepareOptions
-    from sftprep.pipeline import Preparer, load_components
-    from sftprep.records import read_records
-
-    src = Path(row["source_file"])
-    if not src.is_file():
-        return None
-    raw = next((r for r in read_records(src) if r.line == row["source_line"]), None)
-    if raw is None:
-        return None
-    opts = PrepareOptions(**manifest["options"])
-    tok2, template = load_components(opts)
-    prepared = Preparer(opts, tok2, template).process([raw])[0]
-    match = [e for e in prepared.encoded if e.input_ids.tolist() == row["input_ids"]]
-    if not match:
-        return None
-    e = match[0]
-    r = e.rendered
-    out: list[tuple[str, str]] = []
-    for piece, piece_ids in zip(e.pieces, e.piece_ids):
-        enc = (tok2.encode_batch_offsets([r.text[piece.start : piece.end]]) or [None])[0]
-        offsets = enc.offsets if enc is not None and len(enc.ids) == len(piece_ids) else None
-        for k in range(len(piece_ids)):
-            a, b = offsets[k] if offsets else (0, 0)
-            text = r.text[piece.start + a : piece.start + b] if offsets else tok.decode([int(piece_ids[k])])
-            out.append((text or tok.decode([int(piece_ids[k])]), _role_at(r, piece.start + a)))
-    return out
+    tok, template = components(manifest)
+    return example_views(manifest, {0: row}, [0], tok, template)[0].tokens
 
 
 def _role_at(r: Any, pos: int) -> str:

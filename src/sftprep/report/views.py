@@ -1,7 +1,7 @@
 """Which examples a report shows, read from the shards, with each token's text and role.
 
-Like `sftprep.inspect.token_views`, roles come from re-rendering the source record, but here the tokenizer
-and template are loaded once and each source file is scanned once for all the examples shown.
+Roles come from re-rendering the source record; the tokenizer and template are loaded once and each source
+file is scanned once for all the examples shown (`sftprep inspect` uses the same code for one example).
 """
 
 from __future__ import annotations
