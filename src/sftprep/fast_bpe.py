@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from sftprep.tiktoken_convert import bytes_to_unicode
+
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _CL100K_LIKE = (  # Qwen2's with \p{N}, cl100k's and Llama 3's with \p{N}{1,3}
@@ -146,16 +148,8 @@ def _byte_level_pattern(cfg: dict[str, Any]) -> str | None:
 
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
-    """GPT-2's bytes_to_unicode, inverted: the character ByteLevel writes for each byte."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    """The byte each ByteLevel character stands for (GPT-2's bytes_to_unicode, inverted)."""
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def _ranks(vocab: dict[str, int], added: dict[str, int]) -> dict[bytes, int] | None:

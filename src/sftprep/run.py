@@ -14,6 +14,7 @@ import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -27,7 +28,8 @@ from sftprep.options import PrepareOptions
 from sftprep.output import RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, PendingBatch, Preparer, load_components
 from sftprep.records import iter_input_files, read_records
-from sftprep.templates.base import template_sha256
+from sftprep.templates.base import ChatTemplate, template_sha256
+from sftprep.tokenizer import BPETokenizer
 from sftprep.types import RawRecord
 
 BATCH_BYTES = 1 << 20  # a batch also ends after this much input: long conversations still spread over workers
@@ -90,9 +92,21 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
-    A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`."""
+@dataclass(frozen=True)
+class RunStart:
+    """What a run (either engine) starts from: its inputs, components, key, OUT_DIR and staging directory."""
+
+    files: list[Path]
+    tok: BPETokenizer
+    template: ChatTemplate
+    key: str
+    out: Path
+    tmp: Path
+
+
+def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
+    """Check the options and inputs, load the components and key the run; OUT_DIR's manifest (with
+    `up_to_date`) when OUT_DIR already holds this run, and an error when it holds another without --overwrite."""
     opts.validate()
     files = iter_input_files(opts.inputs)
     tok, template = load_components(opts)
@@ -103,7 +117,16 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
         return {**existing, "up_to_date": True}
     if out.exists() and not opts.overwrite:
         raise ConfigError(f"{out} exists and was made from other inputs or options; pass --overwrite to replace it")
-    tmp = out.with_name(f".{out.name}.tmp")
+    return RunStart(files, tok, template, key, out, out.with_name(f".{out.name}.tmp"))
+
+
+def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
+    A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`."""
+    run = begin_run(opts)
+    if isinstance(run, dict):
+        return run
+    files, tok, template, key, out, tmp = run.files, run.tok, run.template, run.key, run.out, run.tmp
     progress = _load_progress(tmp, key) if opts.resume else None
     if progress is None and tmp.exists():
         shutil.rmtree(tmp)

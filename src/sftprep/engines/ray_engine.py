@@ -34,7 +34,7 @@ from sftprep.options import PrepareOptions
 from sftprep.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, Preparer, load_components
 from sftprep.records import ERR_READ, iter_input_files
-from sftprep.run import BATCH_BYTES, _complete, _existing_manifest, _replace_dir, run_key, worker_count
+from sftprep.run import BATCH_BYTES, _replace_dir, begin_run, worker_count
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord, Reject
 
@@ -81,16 +81,10 @@ def prepare_ray(
     opts.validate()
     if opts.resume:
         raise ConfigError("--resume is not supported with --engine ray: re-run without it (the run starts over)")
-    files = iter_input_files(opts.inputs)
-    tok, template = load_components(opts)
-    key = run_key(opts, files, tok, template)
-    out = Path(opts.out_dir)
-    existing = _existing_manifest(out)
-    if existing is not None and existing.get("cache_key") == key and _complete(out, existing):
-        return {**existing, "up_to_date": True}
-    if out.exists() and not opts.overwrite:
-        raise ConfigError(f"{out} exists and was made from other inputs or options; pass --overwrite to replace it")
-    tmp = out.with_name(f".{out.name}.tmp")
+    run = begin_run(opts)
+    if isinstance(run, dict):
+        return run
+    files, tok, template, key, out, tmp = run.files, run.tok, run.template, run.key, run.out, run.tmp
     shutil.rmtree(tmp, ignore_errors=True)  # a staging directory an interrupted run left
     tmp.mkdir(parents=True)
     try:
