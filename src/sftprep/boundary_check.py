@@ -86,7 +86,7 @@ def check_boundaries(encoded: list[Encoded], tok: BPETokenizer) -> tuple[list[bo
     ok = [True] * len(encoded)
     if not windows:
         return ok, 0
-    encs = tok.encode_batch_offsets([encoded[w.unit].rendered.text[w.left : w.right] for w in windows])
+    encs = tok.encode_batch([encoded[w.unit].rendered.text[w.left : w.right] for w in windows])
     bad = 0
     for w, enc in zip(windows, encs):
         if not _window_agrees(w, enc.ids, enc.offsets, encoded[w.unit]):

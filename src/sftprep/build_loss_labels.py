@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tokenizers import Encoding
 
-from sftprep.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, is_template, split_piece
+from sftprep.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, split_piece
 from sftprep.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
 
@@ -159,30 +159,28 @@ def _recipe(
     if p.plain:
         job.plain.append(text[p.start : p.end])
         return -len(job.plain)
-    parts = [(p.start, p.end, ENCODE)] if cache is None else split_piece(text, p.start, p.end, contents, cache.pattern)
-    if len(parts) == 1 and parts[0][2] != LITERAL:
+    if cache is None:
         return _ids_or_index(job, text[p.start : p.end], fast)
-    recipe: list[Any] = []
-    for a, b, kind in parts:
-        t = text[a:b]
-        if cache is not None and (kind == LITERAL or is_template(a, b, contents)):  # e.g. a lone "<|im_start|>"
-            known = cache.ids.get(t)
-            if known is None and fast is not None:
-                known = fast.encode(t)
-                if known is not None:
-                    cache.store(t, known)
-            if known is not None:
-                recipe.append(known)
-                continue
-            if t in job.new_literals:
-                recipe.append(job.new_literals[t])
-                continue
-            job.new_literals[t] = len(job.normal)
-            job.normal.append(t)
-            recipe.append(len(job.normal) - 1)
-            continue
-        recipe.append(_ids_or_index(job, t, fast))
-    return recipe
+    parts = split_piece(text, p.start, p.end, contents, cache.pattern)
+    if len(parts) == 1 and parts[0][2] == ENCODE:
+        return _ids_or_index(job, text[p.start : p.end], fast)
+    return [
+        _template_ids(job, text[a:b], cache, fast) if kind == LITERAL else _ids_or_index(job, text[a:b], fast)
+        for a, b, kind in parts
+    ]
+
+
+def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> Any:
+    """Template text: its cached ids, else encoded once (by tiktoken now, or by HF with this batch)."""
+    known = cache.ids.get(text)
+    if known is None and fast is not None and (known := fast.encode(text)) is not None:
+        cache.store(text, known)
+    if known is not None:
+        return known
+    if text not in job.new_literals:
+        job.new_literals[text] = len(job.normal)
+        job.normal.append(text)
+    return job.new_literals[text]
 
 
 def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Any:

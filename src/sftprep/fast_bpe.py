@@ -79,7 +79,8 @@ def fast_bpe(tok: Tokenizer) -> FastBPE | None:
     try:
         with open(path, "rb") as f:
             found = pickle.load(f)
-        pattern, ranks, added, safe = found if found is not None else (None, None, None, None)
+        if found is not None and len(found) != 4:
+            raise ValueError("written by another layout")
     except Exception:  # absent, unreadable or from another layout: analyse again
         found = _analyse(json.loads(raw))
         _store(path, found)

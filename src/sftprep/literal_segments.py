@@ -45,9 +45,10 @@ def content_ranges(r: RenderedConversation) -> list[tuple[int, int]]:
 
 
 def split_piece(text: str, a: int, b: int, contents: list[tuple[int, int]], pattern: re.Pattern[str]) -> list[Part]:
-    """Piece [a, b) as parts to encode and template stretches (LITERAL) bounded by added tokens or the piece
-    edges. Added tokens are found by scanning the whole piece from its start, leftmost-longest, as the
-    tokenizer splits it; a piece with less than MIN_LITERAL template characters in a row is not scanned."""
+    """Piece [a, b) as parts to encode and template text (LITERAL: no content in it) bounded by added tokens
+    or the piece edges. Added tokens are found by scanning the whole piece from its start, leftmost-longest,
+    as the tokenizer splits it; a piece with less than MIN_LITERAL template characters in a row is not
+    scanned."""
     longest, overlaps = _template_runs(a, b, contents)
     if not overlaps:
         return [(a, b, LITERAL)]
@@ -63,12 +64,17 @@ def split_piece(text: str, a: int, b: int, contents: list[tuple[int, int]], patt
         s, e = cuts[k], cuts[k + 1]
         if e - s >= MIN_LITERAL and is_template(s, e, contents):
             if pos < s:
-                parts.append((pos, s, ENCODE))
+                parts.append(_part(pos, s, contents))
             parts.append((s, e, LITERAL))
             pos = e
     if pos < b:
-        parts.append((pos, b, ENCODE))
+        parts.append(_part(pos, b, contents))
     return parts
+
+
+def _part(start: int, end: int, contents: list[tuple[int, int]]) -> Part:
+    """Between template stretches: LITERAL when no content is in it either (a lone `<|im_start|>`)."""
+    return (start, end, LITERAL if is_template(start, end, contents) else ENCODE)
 
 
 def _template_runs(a: int, b: int, contents: list[tuple[int, int]]) -> tuple[int, bool]:

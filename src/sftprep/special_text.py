@@ -66,7 +66,8 @@ def widen_to_words(text: str, spans: list[Span], added: list[tuple[int, int]]) -
         start = s.start
         while start > 0 and start not in stops and not text[start - 1].isspace():
             start -= 1
-        start, _ = _absorb_spaces(text, start, s.end) if start not in stops else (start, s.end)
+        if start not in stops:
+            start, _ = _absorb_spaces(text, start, s.end)
         if out and start <= out[-1].end:
             out[-1] = Span(out[-1].start, s.end)
         else:

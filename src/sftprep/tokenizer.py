@@ -227,8 +227,6 @@ class BPETokenizer:
         faster one (6.2 vs 6.7-8.8 CPU s on the throughput corpus)."""
         return self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
 
-    encode_batch_offsets = encode_batch
-
     @cached_property
     def _plain(self) -> Tokenizer:
         plain = Tokenizer.from_str(self.tokenizer.to_str())
@@ -238,8 +236,6 @@ class BPETokenizer:
     def encode_plain_batch(self, texts: list[str]) -> list[Encoding]:
         """Encode with added-token strings treated as ordinary text."""
         return self._plain.encode_batch(texts, add_special_tokens=False) if texts else []
-
-    plain_encode_batch_offsets = encode_plain_batch
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -147,7 +147,7 @@ def _spans(p: Any, row: dict[str, Any], tok: Any) -> list[tuple[str, str]] | Non
     r = e.rendered
     out: list[tuple[str, str]] = []
     for piece, piece_ids in zip(e.pieces, e.piece_ids):
-        enc = (tok.encode_batch_offsets([r.text[piece.start : piece.end]]) or [None])[0]
+        enc = (tok.encode_batch([r.text[piece.start : piece.end]]) or [None])[0]
         offsets = enc.offsets if enc is not None and len(enc.ids) == len(piece_ids) else None
         for k in range(len(piece_ids)):
             a, b = offsets[k] if offsets else (0, 0)
