@@ -11,6 +11,11 @@ FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")
 SYSTEM_POLICIES = ("if-missing", "always", "replace", "never")
 MASKS = ("assistant", "last-turn", "split-turns", "none")
 TRUNCATIONS = ("drop", "right", "history")
+# How a turn whose default generation prompt contradicts it is made inference-consistent (templates/modes.py):
+# auto: the default variables, else the template's own switch variable that makes the turn consistent;
+# thinking / non-thinking: only settings in which the template renders / does not render reasoning;
+# reject: the default variables only.
+REASONING_MODES = ("auto", "thinking", "non-thinking", "reject")
 
 
 @dataclass
@@ -39,6 +44,10 @@ class PrepareOptions:
     workers: int = 1
     max_chars: int = 8_000_000  # a rendered conversation longer than this is rejected (memory guard)
     resume: bool = False
+    reasoning_mode: str = "auto"
+    require_user_turn: bool = False  # reject [system, assistant] conversations (trained by default)
+    train_marker_only: bool = False  # emit turns whose trained text is only the end-of-turn marker
+    render_timeout: float = 10.0  # seconds one record's renders may take before it is rejected
 
     def validate(self) -> None:
         choices = {
@@ -46,6 +55,7 @@ class PrepareOptions:
             "system_policy": SYSTEM_POLICIES,
             "mask": MASKS,
             "truncation": TRUNCATIONS,
+            "reasoning_mode": REASONING_MODES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -56,6 +66,8 @@ class PrepareOptions:
             raise ConfigError(f"--max-length {self.max_length}: expected a positive number of tokens")
         if self.shard_size < 1 or self.batch_size < 1:
             raise ConfigError(f"--shard-size {self.shard_size}: expected a positive number of examples")
+        if not self.render_timeout > 0:
+            raise ConfigError(f"--render-timeout {self.render_timeout}: expected a positive number of seconds")
         if not self.inputs:
             raise ConfigError("no input files given: sftprep prepare INPUT... (JSONL or JSON, optionally .gz)")
 
