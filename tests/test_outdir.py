@@ -1,0 +1,170 @@
+"""outdir.py: only directories sftprep wrote are replaced, one writer per output directory, stale locks recovered."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sftprep.errors import ConfigError
+from sftprep.outdir import (
+    STAGING_MARKER,
+    OutDirBusy,
+    check_replaceable,
+    lock_path,
+    make_staging,
+    normalized,
+    out_dir_lock,
+    replace_dir,
+)
+
+MARK = ("manifest.json",)
+
+
+def test_absent_and_empty_are_replaceable(tmp_path: Path) -> None:
+    check_replaceable(tmp_path / "new", MARK)
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty", MARK)
+
+
+def test_marked_dir_is_replaceable(tmp_path: Path) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "manifest.json").write_text("{}")
+    (d / "data-00000.parquet").write_bytes(b"x")
+    check_replaceable(d, MARK)
+    check_replaceable(d, MARK, expected=("manifest.json", "data-*.parquet"))
+
+
+def test_user_dir_is_refused_with_its_contents(tmp_path: Path) -> None:
+    d = tmp_path / "mydata"
+    d.mkdir()
+    for i in range(7):
+        (d / f"notes{i}.txt").write_text("mine")
+    with pytest.raises(ConfigError) as e:
+        check_replaceable(d, MARK)
+    msg = str(e.value)
+    assert str(d) in msg and "not written by sftprep" in msg and "notes0.txt" in msg and "7 entries" in msg
+    assert "choose another -o" in msg
+    assert e.value.exit_code == 2
+
+
+def test_marked_dir_with_foreign_file_is_refused_when_expected_given(tmp_path: Path) -> None:
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "manifest.json").write_text("{}")
+    (d / "notes.txt").write_text("mine")
+    check_replaceable(d, MARK)  # without `expected` a marked directory is sftprep's
+    with pytest.raises(ConfigError, match=r"notes\.txt"):
+        check_replaceable(d, MARK, expected=("manifest.json", "data-*.parquet"))
+
+
+def test_file_symlink_and_file_parent_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "f.txt"
+    f.write_text("mine")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_replaceable(f, MARK)
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        check_replaceable(f / "sub" / "out", MARK)
+    target = tmp_path / "real"
+    target.mkdir()
+    (target / "manifest.json").write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        check_replaceable(link, MARK)
+
+
+def test_root_and_cwd_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for bad in (".", "/", "..", str(tmp_path)):
+        with pytest.raises(ConfigError, match=r"root|current directory"):
+            normalized(bad)
+    assert normalized("out") == tmp_path.resolve() / "out"
+    assert lock_path("./out") == lock_path(tmp_path / "out") == tmp_path.resolve() / ".out.lock"
+
+
+def test_replace_dir_swaps_and_refuses_user_dir(tmp_path: Path) -> None:
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "manifest.json").write_text('{"run": 1}')
+    staging = make_staging(final, MARK)
+    assert (staging / STAGING_MARKER).is_file()
+    (staging / "manifest.json").write_text('{"run": 2}')
+    replace_dir(staging, final, MARK)
+    assert json.loads((final / "manifest.json").read_text()) == {"run": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, no .old, no marker left
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json"]
+
+    user = tmp_path / "mydata"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    staging = make_staging(user, MARK)
+    with pytest.raises(ConfigError):
+        replace_dir(staging, user, MARK)
+    assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_make_staging_never_deletes_a_user_dir_in_its_place(tmp_path: Path) -> None:
+    squatter = tmp_path / ".out.tmp"
+    squatter.mkdir()
+    (squatter / "precious.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="precious"):
+        make_staging(tmp_path / "out", MARK)
+    assert (squatter / "precious.txt").read_text() == "mine"
+
+
+def test_lock_is_exclusive_and_names_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with out_dir_lock(out, "prepare"):
+        info = json.loads(lock_path(out).read_text())
+        assert info["pid"] == os.getpid() and info["sftprep"] == "prepare"
+        with pytest.raises(OutDirBusy) as e, out_dir_lock(tmp_path / "." / "out", "prepare"):
+            pass
+        assert f"pid {os.getpid()}" in str(e.value) and e.value.exit_code == 2
+    assert not lock_path(out).exists()  # released and removed
+    with out_dir_lock(out, "prepare"):  # and can be taken again
+        pass
+
+
+def test_lock_held_by_another_process_and_stale_lock_recovered(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from sftprep.outdir import out_dir_lock
+        with out_dir_lock(Path({str(out)!r}), "prepare"):
+            print("locked", flush=True)
+            time.sleep(60)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "locked"
+        with pytest.raises(OutDirBusy, match=f"pid {p.pid}"), out_dir_lock(out, "prepare"):
+            pass
+    finally:
+        p.kill()  # SIGKILL: the lock file stays behind, the lock does not
+        p.wait()
+    assert lock_path(out).exists()
+    with out_dir_lock(out, "prepare"):
+        assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
+
+
+def test_lock_in_unwritable_parent_is_a_config_error(tmp_path: Path) -> None:
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        if os.access(parent, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(ConfigError, match="cannot create the lock file"), out_dir_lock(parent / "out", "x"):
+            pass
+    finally:
+        parent.chmod(0o700)
