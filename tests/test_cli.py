@@ -3,54 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_helpers import GOOD, cli, no_traceback, write_jsonl
 
 from sftprep.templates.loader import builtin_names
 from sftprep.tokenizer import BPETokenizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"
-
-GOOD = [
-    {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]},
-    {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
-]
-
-
-def sftprep_cmd() -> list[str]:
-    """The console script next to this interpreter, else `python -m sftprep.cli`."""
-    for name in ("sftprep", "sftprep.exe"):
-        script = Path(sys.executable).parent / name
-        if script.is_file():
-            return [str(script)]
-    found = shutil.which("sftprep")
-    return [found] if found else [sys.executable, "-m", "sftprep.cli"]
-
-
-def cli(cwd: Path, *args: str, columns: int | None = 1000) -> subprocess.CompletedProcess[str]:
-    """Run `sftprep ARGS` in `cwd`; a wide COLUMNS keeps rich from wrapping messages (None: the default)."""
-    env = dict(os.environ)
-    env.pop("COLUMNS", None)
-    if columns is not None:
-        env["COLUMNS"] = str(columns)
-    return subprocess.run(
-        [*sftprep_cmd(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def no_traceback(r: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr.strip().splitlines()[-1:]
-
-
-def write_jsonl(path: Path, records: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records), "utf-8")
-    return path
 
 
 def leftovers(d: Path) -> list[str]:
@@ -172,17 +133,39 @@ def test_strict_failure_leaves_no_staging_directory(tmp_path: Path) -> None:
 
 def test_existing_out_dir_needs_overwrite(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", GOOD)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("mine")
+    write_jsonl(tmp_path / "other.jsonl", GOOD[:1])
+    assert cli(tmp_path, "prepare", "other.jsonl", "-o", "out").returncode == 0
+    before = (tmp_path / "out" / "manifest.json").read_bytes()
     r = cli(tmp_path, "prepare", "in.jsonl", "-o", "out")
     assert r.returncode == 2
     no_traceback(r)
-    assert "--overwrite" in r.stderr
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+    assert "--overwrite" in r.stderr and "earlier sftprep run" in r.stderr
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == before
     r = cli(tmp_path, "prepare", "in.jsonl", "-o", "out", "--overwrite")
     assert r.returncode == 0, r.stderr
-    assert not (tmp_path / "out" / "keep.txt").exists()
-    assert (tmp_path / "out" / "manifest.json").is_file()
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["examples_written"] == 2
+
+
+def test_overwrite_never_deletes_a_directory_sftprep_did_not_write(tmp_path: Path) -> None:
+    """Issue #16: `-o scratch/mydata --overwrite` deleted the user's notes.txt."""
+    write_jsonl(tmp_path / "in.jsonl", GOOD)
+    user = tmp_path / "scratch" / "mydata"
+    user.mkdir(parents=True)
+    (user / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        r = cli(tmp_path, "prepare", "in.jsonl", "-o", "scratch/mydata", *extra)
+        assert r.returncode == 2, r.stderr
+        no_traceback(r)
+        assert "not written by sftprep" in r.stderr and "notes.txt" in r.stderr and "other inputs" not in r.stderr
+        assert [p.name for p in user.iterdir()] == ["notes.txt"]
+        assert sorted(p.name for p in user.parent.iterdir()) == ["mydata"]  # no staging, no lock left
+    # an sftprep output with a file of the user's added to it is refused too, naming that file
+    assert cli(tmp_path, "prepare", "in.jsonl", "-o", "out").returncode == 0
+    (tmp_path / "out" / "report.html").write_text("mine")
+    write_jsonl(tmp_path / "in.jsonl", GOOD[:1])
+    r = cli(tmp_path, "prepare", "in.jsonl", "-o", "out", "--overwrite")
+    assert r.returncode == 2 and "report.html" in r.stderr and "did not write" in r.stderr
+    assert (tmp_path / "out" / "report.html").read_text() == "mine"
 
 
 def test_unknown_template_lists_builtins(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """The `sftprep` command line, built from typed functions.
 
 Exit codes: 0 success (rejected records are reported, not fatal); 1 internal error (a bug: please
-report); 2 bad input or options (missing/unreadable input, unknown template, --strict and a record
-was rejected, OUT_DIR exists without --overwrite).
+report); 2 bad input or options (missing/unreadable input, a format sftprep does not read, unknown
+template, --strict and a record was rejected, OUT_DIR exists without --overwrite or was not written by
+sftprep, another run is writing OUT_DIR); 3 no example written (every record rejected; `stats` and
+`inspect` of such an OUT_DIR too); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -60,7 +62,18 @@ def prepare(
     train_reasoning: Annotated[bool, typer.Option(help="Train reasoning (think) text.")] = True,
     train_tool_calls: Annotated[bool, typer.Option(help="Train assistant turns that call tools.")] = True,
     max_length: Annotated[int | None, typer.Option(help="Maximum tokens per example.")] = None,
+    max_chars: Annotated[
+        int, typer.Option(min=1, help="Reject a rendered conversation longer than this (memory guard).")
+    ] = 8_000_000,
     truncation: Annotated[str, typer.Option(help="drop|right|history")] = "drop",
+    reasoning_mode: Annotated[
+        str, typer.Option(help="auto|thinking|non-thinking|reject: template setting for reasoning turns.")
+    ] = "auto",
+    require_user_turn: Annotated[bool, typer.Option(help="Reject conversations without a user turn.")] = False,
+    train_marker_only: Annotated[
+        bool, typer.Option(help="Keep turns whose trained text is only the end-of-turn marker.")
+    ] = False,
+    render_timeout: Annotated[float, typer.Option(help="Seconds one record's renders may take.")] = 10.0,
     strict: Annotated[bool, typer.Option(help="Exit 2 at the first rejected record.")] = False,
     shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
@@ -78,7 +91,7 @@ def prepare(
     from sftprep.options import PrepareOptions
     from sftprep.progress import RunProgress
     from sftprep.run import prepare as run
-    from sftprep.summary import print_summary
+    from sftprep.summary import print_summary, require_examples
     from sftprep.system_prompt import load_system_prompt
 
     opts = PrepareOptions(
@@ -98,7 +111,12 @@ def prepare(
         train_reasoning=train_reasoning,
         train_tool_calls=train_tool_calls,
         max_length=max_length,
+        max_chars=max_chars,
         truncation=truncation,
+        reasoning_mode=reasoning_mode,
+        require_user_turn=require_user_turn,
+        train_marker_only=train_marker_only,
+        render_timeout=render_timeout,
         strict=strict,
         shard_size=shard_size,
         overwrite=overwrite,
@@ -117,9 +135,9 @@ def prepare(
     if manifest.get("up_to_date"):
         if not quiet:
             out.print(f"{out_dir} is up to date (same inputs, options, tokenizer, template and version): nothing to do")
-        return
-    if not quiet:
+    elif not quiet:
         print_summary(manifest, out_dir, out)
+    require_examples(manifest, out_dir)
 
 
 @app.command()

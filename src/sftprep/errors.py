@@ -40,3 +40,10 @@ class ConfigError(SftprepError):
     """A command-line option or configuration value is invalid."""
 
     exit_code = 2
+
+
+class NoExamplesError(SftprepError):
+    """The run finished but wrote no example (every record was rejected): OUT_DIR holds the manifest and
+    rejects.jsonl to say why; or `stats`/`inspect` were given such an OUT_DIR."""
+
+    exit_code = 3

@@ -26,11 +26,15 @@ class TokenView:
 
 
 def read_example(out_dir: Path, index: int) -> dict[str, Any]:
-    if not (out_dir / "manifest.json").is_file():
-        raise ConfigError(f"{out_dir}: not a directory written by `sftprep prepare` (no manifest.json)")
+    """Example `index` of OUT_DIR (checked: ConfigError for a bad OUT_DIR or index, NoExamplesError, exit 3,
+    for an OUT_DIR without examples)."""
+    from sftprep.report.commands import load_out_dir
+    from sftprep.summary import require_examples
+
+    out_dir, manifest = load_out_dir(out_dir)
+    require_examples(manifest, out_dir)
     if index < 0:
-        raise ConfigError(f"--index {index}: expected 0 or more")
-    manifest = read_manifest(out_dir)
+        raise ConfigError(f"--index {index}: expected 0 or more (0 is the first example)")
     seen = 0
     for name in manifest["shards"]:
         pf = pq.ParquetFile(out_dir / name)
@@ -38,7 +42,7 @@ def read_example(out_dir: Path, index: int) -> dict[str, Any]:
         if index < seen + n:
             return pf.read().slice(index - seen, 1).to_pylist()[0]
         seen += n
-    raise ConfigError(f"--index {index}: {out_dir} has {seen} examples (0..{seen - 1})")
+    raise ConfigError(f"--index {index}: {out_dir} has {seen} examples; give --index 0 to {seen - 1}")
 
 
 def token_views(out_dir: Path, row: dict[str, Any]) -> list[TokenView]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import IO, Any
 import orjson
 
 from sftprep.errors import InputError
+from sftprep.format_hints import UNREADABLE, conversion_command
 from sftprep.types import RawRecord
 
 ERR_INVALID_JSON = "invalid_json"
@@ -84,7 +86,7 @@ def _path_problem(path: str | Path) -> str | None:
     except OSError as exc:
         reason = exc.strerror or exc
         return f"input {given!r} cannot be read ({reason}); expected {_EXPECTED}; fix: check its permissions"
-    return None
+    return format_problem(p, given)
 
 
 def check_input_path(path: str | Path) -> Path:
@@ -104,6 +106,81 @@ def iter_input_files(paths: Iterable[str | Path]) -> list[Path]:
     if problems:
         raise InputError("\n".join(problems))
     return [Path(p) for p in given]
+
+
+# ---------------------------------------------------------------------------- formats
+
+# Formats sftprep reads (`sniff_format` names): a JSON array / document, JSON Lines, an empty file, and text
+# that is none of the formats below (read as JSON Lines: each bad line becomes a reject).
+READABLE = ("json", "jsonl", "empty", "text")
+# Leading bytes of binary formats.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PAR1", "parquet"),
+    (b"ARROW1", "arrow"),
+    (b"\xff\xff\xff\xff", "arrow-stream"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"PK\x03\x04", "zip"),
+    (b"PK\x05\x06", "zip"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+_HEADER_FIELD = re.compile(r'^\s*"?[\w .:/()\-]{1,64}"?\s*$')
+_SNIFF_BYTES = 4096
+
+
+def sniff_format(path: str | Path) -> str:
+    """What the file holds, from its first bytes (inside gzip): a READABLE name, or an UNREADABLE one."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if head.startswith(_GZIP_MAGIC):
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(_SNIFF_BYTES)
+        except (OSError, EOFError, zlib.error):
+            return "text"  # a damaged gzip: the reader reports where it stopped
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
+    if not text:
+        return "empty"
+    if text[:1] == b"[":
+        return "json"
+    if text[:1] == b"{":
+        return "jsonl"
+    first = text.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    for sep, name in (("\t", "tsv"), (",", "csv")):
+        fields = first.split(sep)
+        if len(fields) >= 2 and all(_HEADER_FIELD.match(f) for f in fields):
+            return name
+    return "text"
+
+
+def format_problem(path: Path, given: str) -> str | None:
+    """Why `path` cannot be read as a record file (a format sftprep recognises but does not read), or None."""
+    try:
+        kind = sniff_format(path)
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == _GZIP_MAGIC
+    except OSError as exc:
+        return f"input {given!r} cannot be read ({exc.strerror or exc}); expected {_EXPECTED}"
+    if kind in READABLE:
+        return None
+    what = UNREADABLE[kind][0] + (", gzipped" if gzipped else "")
+    steps = []
+    src = given
+    if gzipped:
+        command, src = conversion_command("gzip", given)
+        steps.append(command)
+    command, dst = conversion_command(kind, src)
+    steps.append(command)
+    then = "pass the files inside it" if kind == "zip" else f"pass {dst}"
+    return (
+        f"input {given!r} is {what}, which sftprep does not read; expected {_EXPECTED}; "
+        f"fix: {' && '.join(steps)}, then {then}"
+    )
 
 
 # ---------------------------------------------------------------------------- reading

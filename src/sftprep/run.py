@@ -10,10 +10,10 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -25,6 +25,16 @@ from sftprep.build_loss_labels import Encodings
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.manifest import Stats, build_manifest
 from sftprep.options import PrepareOptions
+from sftprep.outdir import (
+    STAGING_MARKER,
+    check_replaceable,
+    make_staging,
+    normalized,
+    out_dir_lock,
+    remove_staging,
+    replace_dir,
+    staging_dir,
+)
 from sftprep.output import RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, PendingBatch, Preparer, load_components
 from sftprep.records import iter_input_files, read_records
@@ -92,6 +102,12 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+PROGRESS = "progress.json"
+MARKERS = ("manifest.json",)  # a directory holding it was written by `sftprep prepare`
+# Every name `prepare` writes in OUT_DIR: --overwrite refuses a directory holding anything else.
+WRITTEN = ("manifest.json", "rejects.jsonl", "data-*.parquet", PROGRESS, STAGING_MARKER)
+
+
 @dataclass(frozen=True)
 class RunStart:
     """What a run (either engine) starts from: its inputs, components, key, OUT_DIR and staging directory."""
@@ -104,33 +120,57 @@ class RunStart:
     tmp: Path
 
 
-def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
-    """Check the options and inputs, load the components and key the run; OUT_DIR's manifest (with
-    `up_to_date`) when OUT_DIR already holds this run, and an error when it holds another without --overwrite."""
+@contextmanager
+def locked_out_dir(opts: PrepareOptions) -> Iterator[None]:
+    """Options checked, then OUT_DIR locked for this process from the up-to-date check to the final rename."""
     opts.validate()
+    out = normalized(opts.out_dir)
+    iter_input_files(opts.inputs)  # a bad input path is reported before anything is created
+    check_replaceable(out, MARKERS)
+    with out_dir_lock(out, "prepare"):
+        yield
+
+
+def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
+    """Check the options, inputs and OUT_DIR, load the components and key the run; OUT_DIR's manifest (with
+    `up_to_date`) when OUT_DIR already holds this run. OUT_DIR is replaced only with --overwrite and only
+    when sftprep wrote it. Call under `locked_out_dir`."""
+    opts.validate()
+    out = normalized(opts.out_dir)
+    check_replaceable(out, MARKERS)  # refuse a user's directory before any work
     files = iter_input_files(opts.inputs)
     tok, template = load_components(opts)
     key = run_key(opts, files, tok, template)
-    out = Path(opts.out_dir)
     existing = _existing_manifest(out)
     if existing is not None and existing.get("cache_key") == key and _complete(out, existing):
         return {**existing, "up_to_date": True}
-    if out.exists() and not opts.overwrite:
-        raise ConfigError(f"{out} exists and was made from other inputs or options; pass --overwrite to replace it")
-    return RunStart(files, tok, template, key, out, out.with_name(f".{out.name}.tmp"))
+    if out.exists() and any(out.iterdir()) and not opts.overwrite:
+        if existing is None:
+            why = "an sftprep run whose manifest.json cannot be read"
+        elif existing.get("cache_key") == key:
+            why = "this run, but a shard it lists is missing"
+        else:
+            why = "an earlier sftprep run with other inputs, options or sftprep code"
+        raise ConfigError(f"{out} holds the output of {why}; pass --overwrite to replace it, or choose another -o")
+    check_replaceable(out, MARKERS, WRITTEN)  # nothing of the user's in it
+    return RunStart(files, tok, template, key, out, staging_dir(out))
 
 
 def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
-    A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`."""
-    run = begin_run(opts)
-    if isinstance(run, dict):
-        return run
-    files, tok, template, key, out, tmp = run.files, run.tok, run.template, run.key, run.out, run.tmp
-    progress = _load_progress(tmp, key) if opts.resume else None
-    if progress is None and tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
+    A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`.
+    One process at a time writes an OUT_DIR (OutDirBusy otherwise)."""
+    with locked_out_dir(opts):
+        run = begin_run(opts)
+        if isinstance(run, dict):
+            return run
+        return _prepare(opts, run, on_batch)
+
+
+def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int], None] | None) -> dict[str, Any]:
+    files, tok, template, key, out = run.files, run.tok, run.template, run.key, run.out
+    progress = _load_progress(run.tmp, key) if opts.resume else None
+    tmp = make_staging(out, (*MARKERS, PROGRESS), keep=progress is not None)
     stats = Stats.from_dict(progress["stats"]) if progress else Stats()
     for f in files:  # every input is in the per-file counts, even an empty one
         stats.touch(str(f))
@@ -154,28 +194,14 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
         raise  # keep the staging directory: `--resume` continues from the last closed shard
     except BaseException:
         rejects.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_staging(tmp)
         raise
     rejects.close()
     manifest = build_manifest(opts, tok, template, stats, shards.shards, key)
     write_manifest(tmp / "manifest.json", manifest)
     (tmp / PROGRESS).unlink(missing_ok=True)
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out, MARKERS, WRITTEN)
     return manifest
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put `new` at `out` so that a kill at any moment leaves no `out` or a complete one."""
-    old = out.with_name(f".{out.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        out.rename(old)
-    new.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-PROGRESS = "progress.json"
 
 
 def _complete(out: Path, manifest: dict[str, Any]) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from sftprep.errors import NoExamplesError
 
 
 def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> None:
@@ -55,3 +58,33 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
     if manifest["records_rejected"]:
         where = escape(str(out_dir / "rejects.jsonl"))
         console.print(f"  [yellow]warning:[/] see {where} for each rejected record and why")
+
+
+def require_examples(manifest: dict[str, Any], out_dir: Path) -> None:
+    """Raise NoExamplesError (exit 3) when OUT_DIR holds no example, saying why and where to look."""
+    if manifest.get("examples_written", 0) > 0:
+        return
+    raise NoExamplesError(no_examples_message(manifest, Path(out_dir)))
+
+
+def no_examples_message(manifest: dict[str, Any], out_dir: Path) -> str:
+    read = manifest.get("records_read", 0)
+    if not read:
+        return f"no example written to {out_dir}: the inputs hold no record (empty files?)"
+    reasons = {**manifest.get("rejected_by_reason", {}), **manifest.get("examples_dropped_by_reason", {})}
+    top = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    first = first_reject(out_dir / "rejects.jsonl")
+    return (
+        f"no example written to {out_dir}: all {read} records were rejected ({top})"
+        + (f". The first: {first}" if first else "")
+        + f". Each rejected record and why: {out_dir / 'rejects.jsonl'}"
+    )
+
+
+def first_reject(path: Path) -> str | None:
+    """The message of the first line of rejects.jsonl (it names file:line and the fix), or None."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return str(json.loads(f.readline())["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import pickle
-import shutil
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
@@ -31,10 +30,11 @@ from sftprep import __version__, records
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.manifest import Stats, build_manifest
 from sftprep.options import PrepareOptions
+from sftprep.outdir import make_staging, remove_staging, replace_dir
 from sftprep.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, Preparer, load_components
 from sftprep.records import ERR_READ, iter_input_files
-from sftprep.run import BATCH_BYTES, _replace_dir, begin_run, worker_count
+from sftprep.run import BATCH_BYTES, MARKERS, WRITTEN, begin_run, locked_out_dir, worker_count
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord, Reject
 
@@ -81,22 +81,34 @@ def prepare_ray(
     opts.validate()
     if opts.resume:
         raise ConfigError("--resume is not supported with --engine ray: re-run without it (the run starts over)")
-    run = begin_run(opts)
-    if isinstance(run, dict):
-        return run
-    files, tok, template, key, out, tmp = run.files, run.tok, run.template, run.key, run.out, run.tmp
-    shutil.rmtree(tmp, ignore_errors=True)  # a staging directory an interrupted run left
-    tmp.mkdir(parents=True)
+    with locked_out_dir(opts):
+        run = begin_run(opts)
+        if isinstance(run, dict):
+            return run
+        return _prepare_ray(opts, run.files, run.tok, run.template, run.key, run.out, ray_address, on_batch)
+
+
+def _prepare_ray(
+    opts: PrepareOptions,
+    files: list[Path],
+    tok: Any,
+    template: Any,
+    key: str,
+    out: Path,
+    ray_address: str | None,
+    on_batch: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    tmp = make_staging(out, MARKERS)  # replaces a staging directory an interrupted run left
     try:
         with ray_session(ray_address, worker_count(opts.workers)):
             prepared = _map(read_inputs(files, opts.batch_size), opts, _fingerprint(tok, template), whole_blocks=True)
             stats, shards = _write_all(prepared, tmp, opts, files, on_batch)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_staging(tmp)
         raise
     manifest = {**build_manifest(opts, tok, template, stats, shards, key), "engine": "ray"}
     write_manifest(tmp / "manifest.json", manifest)
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out, MARKERS, WRITTEN)
     return manifest
 
 

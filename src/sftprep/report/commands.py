@@ -1,18 +1,24 @@
-"""Entry points for the CLI (registered by `sftprep.cli`): `inspect --html` and `stats`."""
+"""Entry points for the CLI (registered by `sftprep.cli`): `inspect --html` and `stats`, and the checks
+every command that reads an OUT_DIR makes first (`load_out_dir`)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
 from sftprep.report.health import compute_health
-from sftprep.report.html import render_page
+from sftprep.report.html import GENERATOR, render_page
 from sftprep.report.plots import health_plots
 from sftprep.report.terminal import print_health
 from sftprep.report.views import components, count_examples, example_views, read_rows, select_indices
+from sftprep.summary import require_examples
+
+_WRITTEN_BY = "expected a directory written by `sftprep prepare`"
 
 
 def html_report(
@@ -21,10 +27,14 @@ def html_report(
     """Write the self-contained HTML report of OUT_DIR to `html_path`; returns the path.
 
     Shows `indices` (--index I...), or `sample` examples drawn with `seed` (--sample N), or else the
-    first 20; always the dataset health section. Raises ConfigError for bad --index/--sample values.
+    first 20; always the dataset health section. Raises ConfigError for bad --index/--sample values or an
+    --html path that is a directory or a file other than an sftprep report, NoExamplesError (exit 3) for
+    an OUT_DIR without examples.
     """
-    out_dir = require_out_dir(out_dir)
-    manifest = read_manifest(out_dir)
+    html_path = Path(html_path)
+    check_report_target(html_path)
+    out_dir, manifest = load_out_dir(out_dir)
+    require_examples(manifest, out_dir)
     total = count_examples(out_dir, manifest["shards"])
     order = select_indices(total, sample, indices, seed)
     tok, template = components(manifest)
@@ -32,19 +42,79 @@ def html_report(
     health = compute_health(out_dir, tok)
     plots = health_plots(health.length_histogram(), health.fraction_histogram())
     page = render_page(health, plots, examples, total)
-    html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(page, encoding="utf-8")
+    part = html_path.with_name(f".{html_path.name}.{os.getpid()}.tmp")
+    part.write_text(page, encoding="utf-8")
+    os.replace(part, html_path)  # a reader never sees half a report
     return html_path
 
 
 def stats_command(out_dir: Path, console: Console) -> None:
-    """Print the dataset health of OUT_DIR (`sftprep stats OUT_DIR`)."""
-    print_health(compute_health(require_out_dir(out_dir)), console)
+    """Print the dataset health of OUT_DIR (`sftprep stats OUT_DIR`); NoExamplesError (exit 3) after it when
+    OUT_DIR holds no example."""
+    out_dir, manifest = load_out_dir(out_dir)
+    print_health(compute_health(out_dir), console)
+    require_examples(manifest, out_dir)
 
 
-def require_out_dir(out_dir: Path) -> Path:
-    out_dir = Path(out_dir)
-    if not (out_dir / "manifest.json").is_file():
-        raise ConfigError(f"{out_dir}: no manifest.json; expected a directory written by `sftprep prepare`")
-    return out_dir
+def load_out_dir(out_dir: Path | str) -> tuple[Path, dict[str, Any]]:
+    """OUT_DIR and its manifest, checked: a directory whose manifest.json reads and lists shards that exist.
+    Else ConfigError naming what is wrong."""
+    p = Path(out_dir)
+    if not p.exists():
+        raise ConfigError(f"{p} does not exist; {_WRITTEN_BY}, e.g. sftprep prepare data.jsonl -o {p}")
+    if not p.is_dir():
+        raise ConfigError(f"{p} is a file; {_WRITTEN_BY} (the -o of `sftprep prepare`)")
+    if not (p / "manifest.json").is_file():
+        if any(p.glob("*.parquet")) or (p / "progress.json").is_file():
+            why = "the run that wrote it did not finish: prepare it again"
+        else:
+            why = f"{_WRITTEN_BY} (the -o of `sftprep prepare`)"
+        raise ConfigError(f"{p}: no manifest.json; {why}")
+    damaged = f"{p} is damaged: prepare it again (sftprep prepare ... -o {p} --overwrite)"
+    try:
+        manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p / 'manifest.json'} cannot be read ({e}); {damaged}") from e
+    keys = ("shards", "examples_written", "records_read")
+    if not isinstance(manifest, dict) or not all(k in manifest for k in keys):
+        raise ConfigError(f"{p / 'manifest.json'} is not an sftprep manifest (no {', '.join(keys)}); {damaged}")
+    missing = [s for s in manifest["shards"] if not (p / str(s)).is_file()]
+    if missing:
+        raise ConfigError(f"{p}: {', '.join(map(str, missing))} listed in manifest.json is missing; {damaged}")
+    return p, manifest
+
+
+def check_report_target(path: Path) -> None:
+    """`--html PATH` may be a new file or a report sftprep wrote; a directory or any other file is refused."""
+    if path.is_dir():
+        raise ConfigError(f"--html {path} is a directory; give a file name, e.g. --html {_free(path / 'report.html')}")
+    if path.exists() or path.is_symlink():
+        if path.is_symlink() or not _is_report(path):
+            raise ConfigError(
+                f"--html {path} exists and is not a report sftprep wrote; sftprep will not overwrite it: give "
+                f"another file name, e.g. --html {_free(path)}"
+            )
+        return
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--html {path}: {parent} is a file, not a directory; give another --html path")
+            return
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return GENERATOR.encode() in f.read(512)
+    except OSError:
+        return False
+
+
+def _free(path: Path) -> Path:
+    """`path`, or the first of path-2, path-3... (same suffix) that does not exist."""
+    stem, suffix = path.stem, path.suffix or ".html"
+    candidate, n = path.with_suffix(suffix), 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate, n = path.with_name(f"{stem}-{n}{suffix}"), n + 1
+    return candidate

@@ -16,6 +16,7 @@ from sftprep.report.assets import CSS, JS
 from sftprep.report.health import Check, Health
 from sftprep.report.views import ExampleView
 
+GENERATOR = "<meta name=generator content=sftprep-report>"  # `inspect --html` replaces only files with this
 MAX_TOKENS_SHOWN = 8_192  # per example; the rest is summarised, to keep --sample 50 of long examples small
 
 _ROLE_SAFE = re.compile(r"[^a-z0-9_-]")
@@ -200,7 +201,7 @@ def render_page(h: Health, plots: list[str], examples: list[ExampleView], total:
     )
     body = "".join(example_html(ev) for ev in examples)
     return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>{GENERATOR}"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f"{nav_html(examples, total)}<main><h1>{esc(title)}</h1><p class=meta>{meta}</p>"
