@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,9 @@ def run_main(cwd: Path, *args: str) -> Result:
             main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
+    except Exception:  # what a user would see as a traceback
+        code = 1
+        err.write("Traceback (in-process run)\n" + traceback.format_exc())
     finally:
         sys.argv = old_argv
         os.chdir(old_cwd)

@@ -168,3 +168,84 @@ def test_lock_in_unwritable_parent_is_a_config_error(tmp_path: Path) -> None:
             pass
     finally:
         parent.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------- two `sftprep prepare` runs, one OUT_DIR
+
+
+def _records(tag: str, n: int) -> str:
+    turns = [{"role": "user", "content": f"{tag} q"}, {"role": "assistant", "content": f"{tag} a"}]
+    return "".join(json.dumps({"messages": turns}) + "\n" for _ in range(n))
+
+
+def _consistent(out: Path) -> dict[str, object]:
+    """OUT_DIR's manifest and data come from one run: counts equal Parquet rows, sources equal per_file."""
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "rejects.jsonl", *manifest["shards"]}
+    tables = [pq.read_table(out / s) for s in manifest["shards"]]
+    assert sum(t.num_rows for t in tables) == manifest["examples_written"]
+    sources = {s for t in tables for s in t.column("source_file").to_pylist()}
+    assert sources == set(manifest["per_file"])
+    assert manifest["per_file"][next(iter(sources))]["records_read"] == manifest["examples_written"]
+    return manifest
+
+
+SLOW_RUN = """
+import sys, time
+from sftprep.options import PrepareOptions
+from sftprep.run import prepare
+def slow(records, tokens):
+    print("batch", flush=True)
+    time.sleep(0.3)
+prepare(PrepareOptions(inputs=[sys.argv[1]], out_dir=sys.argv[2], batch_size=10, overwrite=True), on_batch=slow)
+"""
+
+
+def test_a_second_run_is_refused_naming_the_first(tmp_path: Path) -> None:
+    from cli_helpers import cli
+
+    (tmp_path / "a.jsonl").write_text(_records("a", 60))
+    (tmp_path / "b.jsonl").write_text(_records("b", 30))
+    first = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "a.jsonl", "out"], cwd=tmp_path, stdout=subprocess.PIPE)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == b"batch"  # it holds the lock now
+        r = cli(tmp_path, "prepare", "b.jsonl", "-o", "out", "--overwrite", "--workers", "1")
+        assert r.returncode == 2, r.stderr
+        assert "being written by another sftprep run" in r.stderr and f"pid {first.pid}" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0
+    manifest = _consistent(tmp_path / "out")
+    assert manifest["examples_written"] == 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "out"]  # no staging, no lock
+
+
+def test_two_runs_started_together_leave_one_runs_output(tmp_path: Path) -> None:
+    """Issue #16: the two runs shared `.out.tmp`; one crashed and `out` held one run's manifest over the other's
+    Parquet. Now each pair ends with one run's output, whole; a run that lost the race exits 2."""
+    from cli_helpers import sftprep_cmd
+
+    (tmp_path / "a.jsonl").write_text(_records("a", 3000))  # big enough that the runs overlap
+    (tmp_path / "b.jsonl").write_text(_records("b", 2000))
+    for _ in range(3):
+        procs = [
+            subprocess.Popen(
+                [*sftprep_cmd(), "prepare", f"{x}.jsonl", "-o", "out", "--overwrite", "--workers", "1", "-q"],
+                cwd=tmp_path,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for x in "ab"
+        ]
+        results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+        for code, err in results:
+            assert "Traceback" not in err, err
+            assert code in (0, 2), err
+            if code == 2:
+                assert "being written by another sftprep run" in err, err
+        assert any(code == 0 for code, _ in results)
+        _consistent(tmp_path / "out")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "out"]

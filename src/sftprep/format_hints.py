@@ -3,6 +3,7 @@ shell command that converts it into something it reads. tests/test_hints.py runs
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -49,14 +50,19 @@ def _python() -> str:
 
 
 def _result_name(src: str, kind: str) -> str:
-    """Where a conversion of `src` writes: never `src` itself."""
+    """Where a conversion of `src` writes: a path that does not exist (never `src` or another file)."""
     if kind in _COMPRESSED:
         dst = src.removesuffix(_COMPRESSED[kind])
     elif kind == "zip":
         dst = src.removesuffix(".zip") + "_files"
     else:
         dst = str(Path(src).with_suffix("")) + ".jsonl"
-    return dst if dst != src else src + (".out" if kind in _COMPRESSED else ".converted.jsonl")
+    base, n = dst, 1
+    while dst == src or os.path.lexists(dst):
+        stem, dot, suffix = base.rpartition(".") if "." in Path(base).name else (base, "", "")
+        dst = f"{stem}-{n}{dot}{suffix}"
+        n += 1
+    return dst
 
 
 def conversion_command(kind: str, src: str) -> tuple[str, str]:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from rich.console import Console
 
 from sftprep.errors import ConfigError
@@ -82,6 +84,11 @@ def load_out_dir(out_dir: Path | str) -> tuple[Path, dict[str, Any]]:
     missing = [s for s in manifest["shards"] if not (p / str(s)).is_file()]
     if missing:
         raise ConfigError(f"{p}: {', '.join(map(str, missing))} listed in manifest.json is missing; {damaged}")
+    for shard in manifest["shards"]:
+        try:
+            pq.ParquetFile(p / str(shard)).close()  # reads the footer only
+        except (OSError, pa.ArrowException) as e:
+            raise ConfigError(f"{p / str(shard)} is not a readable Parquet file ({e}); {damaged}") from e
     return p, manifest
 
 

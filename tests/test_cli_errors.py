@@ -1,0 +1,228 @@
+"""No traceback for any user mistake in the prepare-side commands (prepare, inspect, stats, template check,
+tokenizer train): odd paths and option values exit 2 (3: nothing to show or train on) with a message that
+names what is wrong, and nothing of the user's is changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import GOOD, Result, no_traceback, run_main, write_jsonl
+
+
+@pytest.fixture
+def d(tmp_path: Path) -> Path:
+    """A cwd with in.jsonl, an empty dir, a user's dir, a Parquet file, an sftprep OUT_DIR `out` and an empty one."""
+    write_jsonl(tmp_path / "in.jsonl", GOOD)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    pq.write_table(pa.Table.from_pylist(GOOD), tmp_path / "data.parquet")
+    (tmp_path / "blank.jsonl").write_text("")
+    assert run_main(tmp_path, "prepare", "in.jsonl", "-o", "out", "--workers", "1").returncode == 0
+    r = run_main(tmp_path, "prepare", "in.jsonl", "-o", "none", "--max-length", "2", "--workers", "1")
+    assert r.returncode == 3, r.stderr
+    return tmp_path
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def refused(d: Path, code: int, *args: str, says: str | None = None) -> Result:
+    before = snapshot(d)
+    r = run_main(d, *args)
+    no_traceback(r)
+    assert r.returncode == code, (args, r.returncode, r.stderr)
+    if says is not None:
+        assert says in r.stderr, (args, r.stderr)
+    after = snapshot(d)
+    assert {k: v for k, v in after.items() if k in before} == before, args  # nothing of the user's changed
+    if args[0] != "prepare" or code == 2:
+        assert set(after) == set(before), (args, set(after) ^ set(before))  # and nothing written
+    return r
+
+
+PREPARE_INPUTS = [
+    (["nowhere.jsonl"], "does not exist"),
+    (["empty"], "is a directory"),
+    (["."], "is a directory"),
+    (["/"], "is a directory"),
+    (["in.jsonl/x.jsonl"], "in.jsonl/x.jsonl"),
+    (["data.parquet"], "Apache Parquet"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "says"), PREPARE_INPUTS)
+def test_prepare_bad_inputs(d: Path, inputs: list[str], says: str) -> None:
+    refused(d, 2, "prepare", *inputs, "-o", "new", says=says)
+
+
+@pytest.mark.parametrize(
+    ("out", "says"),
+    [
+        (".", "current directory"),
+        ("/", "root"),
+        ("..", "current directory"),
+        ("empty/..", "current directory"),
+        ("in.jsonl", "is a file"),
+        ("in.jsonl/sub", "is a file, not a directory"),
+        ("mine", "not written by sftprep"),
+    ],
+)
+def test_prepare_bad_out_dir(d: Path, out: str, says: str) -> None:
+    refused(d, 2, "prepare", "in.jsonl", "-o", out, says=says)
+    refused(d, 2, "prepare", "in.jsonl", "-o", out, "--overwrite", says=says)
+
+
+def test_prepare_into_an_empty_directory_is_fine(d: Path) -> None:
+    r = run_main(d, "prepare", "in.jsonl", "-o", "empty", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((d / "empty" / "manifest.json").read_text())["examples_written"] == 2
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--tokenizer", "nowhere"],
+        ["--tokenizer", "in.jsonl"],
+        ["--tokenizer", "empty"],
+        ["--tokenizer", "/"],
+        ["--template", "nosuch"],
+        ["--template", "empty"],
+        ["--template", "in.jsonl"],
+        ["--template", "."],
+        ["--system-prompt", "@nowhere.txt"],
+        ["--system-prompt", "@empty"],
+        ["--render-timeout", "0"],
+        ["--max-chars", "0"],
+        ["--reasoning-mode", "sometimes"],
+        ["--shard-size", "0"],
+        ["--engine", "spark"],
+        ["--template-var", "=x"],
+        ["--role-map", "human"],
+        ["--format", "xml"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_prepare_bad_options(d: Path, option: list[str]) -> None:
+    refused(d, 2, "prepare", "in.jsonl", "-o", "new", *option)
+
+
+def test_prepare_without_records_exits_3(d: Path) -> None:
+    r = refused(d, 3, "prepare", "blank.jsonl", "-o", "new", "--workers", "1", says="no example written")
+    assert "no record" in r.stderr
+
+
+ODD_OUT_DIRS = [
+    ("nowhere", "does not exist"),
+    ("in.jsonl", "is a file"),
+    (".", "no manifest.json"),
+    ("/", "no manifest.json"),
+    ("empty", "no manifest.json"),
+    ("mine", "no manifest.json"),
+    ("in.jsonl/x", "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("path", "says"), ODD_OUT_DIRS)
+@pytest.mark.parametrize("command", [["stats"], ["inspect"], ["inspect", "--html", "r.html"]], ids=" ".join)
+def test_reading_commands_on_odd_paths(d: Path, command: list[str], path: str, says: str) -> None:
+    refused(d, 2, command[0], path, *command[1:], says=says)
+
+
+@pytest.mark.parametrize("command", [["stats"], ["inspect"], ["inspect", "--html", "r.html"]], ids=" ".join)
+def test_reading_commands_on_an_output_without_examples_exit_3(d: Path, command: list[str]) -> None:
+    r = refused(d, 3, command[0], "none", *command[1:], says="no example written to none")
+    assert "too_long" in r.stderr and "rejects.jsonl" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda out: (out / "manifest.json").write_text("{not json"), "cannot be read"),
+        (lambda out: (out / "manifest.json").write_text("[1, 2]"), "not an sftprep manifest"),
+        (lambda out: (out / "data-00000.parquet").unlink(), "missing"),
+        (lambda out: (out / "data-00000.parquet").write_bytes(b"garbage"), "data-00000.parquet"),
+        (lambda out: (out / "manifest.json").unlink(), "no manifest.json"),
+    ],
+    ids=["bad-json", "not-a-manifest", "missing-shard", "corrupt-shard", "no-manifest"],
+)
+@pytest.mark.parametrize("command", [["stats"], ["inspect"], ["inspect", "--html", "r.html"]], ids=" ".join)
+def test_reading_commands_on_a_damaged_output(d: Path, command: list[str], damage, says: str) -> None:  # type: ignore[no-untyped-def]
+    damage(d / "out")
+    refused(d, 2, command[0], "out", *command[1:], says=says)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--index", "-1"],
+        ["--index", "99"],
+        ["--html", "."],
+        ["--html", "/"],
+        ["--html", "empty"],
+        ["--html", "in.jsonl"],
+        ["--html", "in.jsonl/r.html"],
+        ["--html", "r.html", "--sample", "0"],
+        ["--html", "r.html", "--sample", "1", "--index", "0"],
+    ],
+    ids=" ".join,
+)
+def test_inspect_bad_options(d: Path, option: list[str]) -> None:
+    refused(d, 2, "inspect", "out", *option)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["nowhere.jinja"],
+        ["."],
+        ["/"],
+        ["empty"],
+        ["in.jsonl"],
+        ["chatml", "--tokenizer", "nowhere"],
+        ["chatml", "--tokenizer", "in.jsonl"],
+        ["chatml", "--template-var", "novalue"],
+    ],
+    ids=" ".join,
+)
+def test_template_check_bad_arguments(d: Path, args: list[str]) -> None:
+    refused(d, 2, "template", "check", *args)
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["nowhere.jsonl", "-o", "tok"], 2),
+        (["empty", "-o", "tok"], 2),
+        (["data.parquet", "-o", "tok"], 2),
+        (["in.jsonl", "-o", "."], 2),
+        (["in.jsonl", "-o", "/"], 2),
+        (["in.jsonl", "-o", "in.jsonl"], 2),
+        (["in.jsonl", "-o", "in.jsonl/tok"], 2),
+        (["in.jsonl", "-o", "mine"], 2),
+        (["in.jsonl", "-o", "out"], 2),  # an sftprep prepare output is not a tokenizer directory
+        (["in.jsonl", "-o", "tok", "--vocab-size", "0"], 2),
+        (["in.jsonl", "-o", "tok", "--min-frequency", "0"], 2),
+        (["in.jsonl", "-o", "tok", "--template", "nosuch"], 2),
+        (["blank.jsonl", "-o", "tok", "--vocab-size", "300"], 3),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else str(a),
+)
+def test_tokenizer_train_bad_arguments(d: Path, args: list[str], code: int) -> None:
+    refused(d, code, "tokenizer", "train", *args)
+
+
+def test_tokenizer_train_replaces_its_own_output_only(d: Path) -> None:
+    for _ in range(2):  # the second run replaces the first one's directory
+        r = run_main(d, "tokenizer", "train", "in.jsonl", "--vocab-size", "300", "-o", "tok")
+        assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (d / "tok").iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+    cfg = json.loads((d / "tok" / "tokenizer_config.json").read_text())
+    del cfg["sftprep_template"]  # now it looks like someone else's tokenizer
+    (d / "tok" / "tokenizer_config.json").write_text(json.dumps(cfg))
+    refused(d, 2, "tokenizer", "train", "in.jsonl", "--vocab-size", "300", "-o", "tok", says="did not write")

@@ -1,0 +1,297 @@
+"""Every fix that an error or reject message suggests works: each case makes the mistake, reads the hint from
+the message, applies exactly that fix and shows the error is gone.
+
+To add a case: write a function `case_NAME(d: Path) -> None` that sets up the mistake in `d` (the cwd), runs
+the failing command with `sftprep(...)`, checks the exit code and message, applies the hint (for a shell
+command quoted in the message, `run_hint`), runs the fixed command and checks it succeeds; then add it to
+CASES. `sftprep(...)` runs in this process (fast); prepare runs with one worker.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import json
+import lzma
+import re
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cli_helpers import GOOD, Result, no_traceback, run_main, write_jsonl
+
+from sftprep.outdir import out_dir_lock
+
+ALPACA = [
+    {"instruction": "Capital of France?", "input": "", "output": "Paris."},
+    {"instruction": "Add", "input": "2+2", "output": "4"},
+]
+
+
+def sftprep(d: Path, *args: str) -> Result:
+    if args and args[0] == "prepare":
+        args = (*args, "--workers", "1")
+    r = run_main(d, *args)
+    no_traceback(r)
+    return r
+
+
+def fails(r: Result, code: int, *says: str) -> str:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    for text in says:
+        assert text in r.stderr, (text, r.stderr)
+    return r.stderr
+
+
+def ok(r: Result, examples: int | None = None, out: Path | None = None) -> None:
+    assert r.returncode == 0, r.stderr
+    if examples is not None and out is not None:
+        assert json.loads((out / "manifest.json").read_text())["examples_written"] == examples
+
+
+def fix_of(message: str) -> str:
+    """The text after 'fix: ' up to the end of the line."""
+    m = re.search(r"fix: (.*)$", message, re.M)
+    assert m, message
+    return m.group(1)
+
+
+def run_hint(d: Path, command: str) -> None:
+    """Run a shell command quoted from a hint, in `d`."""
+    r = subprocess.run(command, shell=True, cwd=d, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, (command, r.stderr)
+
+
+# ---------------------------------------------------------------------------- input formats
+
+
+def _parquet(p: Path) -> None:
+    pq.write_table(pa.Table.from_pylist(GOOD), p)
+
+
+def _arrow(p: Path) -> None:
+    table = pa.Table.from_pylist(GOOD)
+    with pa.OSFile(str(p), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _arrow_stream(p: Path) -> None:
+    table = pa.Table.from_pylist(GOOD)
+    with pa.OSFile(str(p), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _csv(p: Path, dialect: str = "excel") -> None:
+    with p.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["instruction", "input", "output"], dialect=dialect)
+        w.writeheader()
+        w.writerows(ALPACA)
+
+
+def _jsonl_bytes() -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in GOOD).encode()
+
+
+FORMATS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "parquet": ("data.parquet", _parquet),
+    "arrow": ("data.arrow", _arrow),
+    "arrow-stream": ("data-00000-of-00001.arrow", _arrow_stream),
+    "csv": ("data.csv", _csv),
+    "tsv": ("data.tsv", lambda p: _csv(p, "excel-tab")),
+    "csv.gz": (
+        "data.csv.gz",
+        lambda p: (_csv(p.with_suffix("")), p.write_bytes(gzip.compress(p.with_suffix("").read_bytes()))),
+    ),
+    "bz2": ("data.jsonl.bz2", lambda p: p.write_bytes(bz2.compress(_jsonl_bytes()))),
+    "xz": ("data.jsonl.xz", lambda p: p.write_bytes(lzma.compress(_jsonl_bytes()))),
+    "utf-16": ("data.jsonl", lambda p: p.write_text(_jsonl_bytes().decode(), encoding="utf-16")),
+    "parquet named .jsonl": ("data.jsonl", _parquet),  # the conversion must not overwrite its own input
+}
+
+
+@pytest.mark.parametrize("kind", list(FORMATS))
+def test_unreadable_format_is_refused_with_a_working_conversion(tmp_path: Path, kind: str) -> None:
+    name, make = FORMATS[kind]
+    make(tmp_path / name)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}  # (csv.gz: data.csv is there too)
+    err = fails(sftprep(tmp_path, "prepare", name, "-o", "out"), 2, name, "which sftprep does not read")
+    assert not (tmp_path / "out").exists()
+    m = re.search(r"fix: (.*), then pass (\S+)$", err, re.M)
+    assert m, err
+    run_hint(tmp_path, m.group(1))
+    assert {p: p.read_bytes() for p in before} == before  # the conversion wrote only new files
+    ok(sftprep(tmp_path, "prepare", m.group(2), "-o", "out"), 2, tmp_path / "out")
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
+def test_zstd_input_is_refused_with_a_working_command(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "data.jsonl", GOOD)
+    run_hint(tmp_path, "zstd -q data.jsonl -o data.jsonl.zst && rm data.jsonl")
+    err = fails(sftprep(tmp_path, "prepare", "data.jsonl.zst", "-o", "out"), 2, "zstd-compressed")
+    m = re.search(r"fix: (.*), then pass (\S+)$", err, re.M)
+    assert m, err
+    run_hint(tmp_path, m.group(1))
+    ok(sftprep(tmp_path, "prepare", m.group(2), "-o", "out"), 2, tmp_path / "out")
+
+
+def test_zip_input_is_refused_with_a_working_command(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as z:
+        z.writestr("inner/data.jsonl", _jsonl_bytes())
+    err = fails(sftprep(tmp_path, "prepare", "data.zip", "-o", "out"), 2, "a zip archive", "pass the files inside it")
+    run_hint(tmp_path, re.search(r"fix: (.*), then pass", err).group(1))  # type: ignore[union-attr]
+    ok(sftprep(tmp_path, "prepare", "data_files/inner/data.jsonl", "-o", "out"), 2, tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------- paths and OUT_DIR
+
+
+def case_directory_input(d: Path) -> None:
+    write_jsonl((d / "data").mkdir() or d / "data" / "a.jsonl", GOOD)
+    err = fails(sftprep(d, "prepare", "data", "-o", "out"), 2, "is a directory")
+    pattern = re.search(r"e\.g\. (\S+)", fix_of(err)).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", *map(str, sorted(d.glob(pattern))), "-o", "out"), 2, d / "out")
+
+
+def case_out_dir_of_another_run(d: Path) -> None:
+    write_jsonl(d / "a.jsonl", GOOD[:1])
+    write_jsonl(d / "b.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "a.jsonl", "-o", "out"))
+    fails(sftprep(d, "prepare", "b.jsonl", "-o", "out"), 2, "pass --overwrite")
+    ok(sftprep(d, "prepare", "b.jsonl", "-o", "out", "--overwrite"), 2, d / "out")
+
+
+def case_user_directory(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    (d / "mydata").mkdir()
+    (d / "mydata" / "notes.txt").write_text("mine")
+    fails(sftprep(d, "prepare", "in.jsonl", "-o", "mydata", "--overwrite"), 2, "choose another -o")
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "mydata-prepared"), 2, d / "mydata-prepared")
+    assert (d / "mydata" / "notes.txt").read_text() == "mine"
+
+
+def case_current_directory(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    err = fails(sftprep(d, "prepare", "in.jsonl", "-o", "."), 2, "current directory")
+    flag = re.search(r"e\.g\. -o (\S+)", err).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", flag), 2, d / flag)
+
+
+def case_busy_out_dir(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    with out_dir_lock(d / "out", "prepare"):
+        fails(sftprep(d, "prepare", "in.jsonl", "-o", "out"), 2, "being written by another sftprep run", "pid")
+        ok(sftprep(d, "prepare", "in.jsonl", "-o", "out2"), 2, d / "out2")  # "or choose another -o"
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out"), 2, d / "out")  # "wait for it to finish"
+
+
+# ---------------------------------------------------------------------------- reject hints (fix: in rejects.jsonl)
+
+
+def case_max_length_too_small(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)  # 19 and 15 tokens with the default tokenizer and chatml
+    err = fails(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "4"), 3, "no example written")
+    assert "raise --max-length" in err
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "4096", "--overwrite"), 2, d / "out")
+
+
+def case_max_length_truncation(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "16"), 1, d / "out")
+    reject = json.loads((d / "out" / "rejects.jsonl").read_text())
+    assert reject["reason"] == "too_long" and "--truncation right" in reject["message"]
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out2", "--max-length", "16", "--truncation", "right"), 2, d / "out2")
+
+
+def case_max_chars(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    err = fails(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-chars", "20"), 3, "record_too_large")
+    assert "raise --max-chars" in err
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-chars", "100000", "--overwrite"), 2, d / "out")
+
+
+# ---------------------------------------------------------------------------- inspect, stats, tokenizer train
+
+
+def case_inspect_index_out_of_range(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out"))
+    err = fails(sftprep(d, "inspect", "out", "--index", "7"), 2, "--index 7")
+    last = re.search(r"give --index 0 to (\d+)", err).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "inspect", "out", "--index", last))
+
+
+def case_inspect_html_is_a_directory(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out"))
+    (d / "reports").mkdir()
+    (d / "reports" / "report.html").write_text("my own notes")
+    err = fails(sftprep(d, "inspect", "out", "--html", "reports"), 2, "is a directory")
+    suggested = re.search(r"e\.g\. --html (\S+)", err).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "inspect", "out", "--html", suggested))
+    assert (d / "reports" / "report.html").read_text() == "my own notes"
+    assert "sftprep report" in (d / suggested).read_text()
+    ok(sftprep(d, "inspect", "out", "--html", suggested))  # its own report is replaced
+
+
+def case_inspect_html_is_a_user_file(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out"))
+    (d / "notes.txt").write_text("mine")
+    err = fails(sftprep(d, "inspect", "out", "--html", "notes.txt"), 2, "not a report sftprep wrote")
+    suggested = re.search(r"e\.g\. --html (\S+)", err).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "inspect", "out", "--html", suggested))
+    assert (d / "notes.txt").read_text() == "mine"
+
+
+def case_stats_of_a_missing_directory(d: Path) -> None:
+    fails(sftprep(d, "stats", "out"), 2, "does not exist", "sftprep prepare data.jsonl -o out")
+    write_jsonl(d / "data.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "data.jsonl", "-o", "out"))
+    ok(sftprep(d, "stats", "out"))
+
+
+def case_stats_of_a_damaged_directory(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out"))
+    (d / "out" / "data-00000.parquet").unlink()
+    fails(sftprep(d, "stats", "out"), 2, "data-00000.parquet", "missing", "--overwrite")
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--overwrite"))
+    ok(sftprep(d, "stats", "out"))
+
+
+def case_tokenizer_train_into_a_user_directory(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD * 20)
+    (d / "tok").mkdir()
+    (d / "tok" / "notes.txt").write_text("mine")
+    fails(sftprep(d, "tokenizer", "train", "in.jsonl", "--vocab-size", "300", "-o", "tok"), 2, "choose another -o")
+    ok(sftprep(d, "tokenizer", "train", "in.jsonl", "--vocab-size", "300", "-o", "tok2"))
+    assert [p.name for p in (d / "tok").iterdir()] == ["notes.txt"]
+
+
+CASES = [
+    case_directory_input,
+    case_out_dir_of_another_run,
+    case_user_directory,
+    case_current_directory,
+    case_busy_out_dir,
+    case_max_length_too_small,
+    case_max_length_truncation,
+    case_max_chars,
+    case_inspect_index_out_of_range,
+    case_inspect_html_is_a_directory,
+    case_inspect_html_is_a_user_file,
+    case_stats_of_a_missing_directory,
+    case_stats_of_a_damaged_directory,
+    case_tokenizer_train_into_a_user_directory,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__.removeprefix("case_"))
+def test_hint_works(case: Callable[[Path], None], tmp_path: Path) -> None:
+    case(tmp_path)
