@@ -147,9 +147,17 @@ def ray_local() -> Iterator[None]:
 def test_overwrite_up_to_date_and_strict_rules(ray_local: None, corpus: list[str], tmp_path: Path) -> None:
     small = corpus[:1]  # mixed.jsonl: good and bad records
     out = tmp_path / "out"
-    out.mkdir()
+    prepare_locally(options(small, out, mask="last-turn"))  # an earlier output made with other options
     with pytest.raises(ConfigError, match="--overwrite"):
         ray_engine.prepare_ray(options(small, out))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not written by sftprep"):
+        ray_engine.prepare_ray(options(small, mine, overwrite=True))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (mine / "notes.txt").unlink()
+    mine.rmdir()
     first = ray_engine.prepare_ray(options(small, out, overwrite=True, mask="assistant"))
     again = ray_engine.prepare_ray(options(small, out, mask="assistant"))
     assert again["up_to_date"] and again["cache_key"] == first["cache_key"]
