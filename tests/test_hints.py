@@ -170,9 +170,30 @@ def case_user_directory(d: Path) -> None:
     write_jsonl(d / "in.jsonl", GOOD)
     (d / "mydata").mkdir()
     (d / "mydata" / "notes.txt").write_text("mine")
-    fails(sftprep(d, "prepare", "in.jsonl", "-o", "mydata", "--overwrite"), 2, "choose another -o")
+    fails(sftprep(d, "prepare", "in.jsonl", "-o", "mydata", "--overwrite"), 2, "choose another -o", "move it away")
     ok(sftprep(d, "prepare", "in.jsonl", "-o", "mydata-prepared"), 2, d / "mydata-prepared")
     assert (d / "mydata" / "notes.txt").read_text() == "mine"
+    (d / "mydata").rename(d / "mydata-moved")  # "or move it away yourself"
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "mydata"), 2, d / "mydata")
+
+
+def case_user_file_in_an_output(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "16"))
+    (d / "out" / "notes.txt").write_text("mine")
+    err = fails(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--overwrite"), 2, "notes.txt")
+    assert "move them out of" in err
+    (d / "out" / "notes.txt").rename(d / "notes.txt")
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--overwrite"), 2, d / "out")
+
+
+def case_symlinked_out_dir(d: Path) -> None:
+    write_jsonl(d / "in.jsonl", GOOD)
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "real", "--max-length", "16"))
+    (d / "link").symlink_to("real")
+    fails(sftprep(d, "prepare", "in.jsonl", "-o", "link", "--overwrite"), 2, "symbolic link", "target directory")
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "real", "--overwrite"), 2, d / "real")
+    assert (d / "link").is_symlink()
 
 
 def case_current_directory(d: Path) -> None:
@@ -278,6 +299,8 @@ CASES = [
     case_directory_input,
     case_out_dir_of_another_run,
     case_user_directory,
+    case_user_file_in_an_output,
+    case_symlinked_out_dir,
     case_current_directory,
     case_busy_out_dir,
     case_max_length_too_small,

@@ -201,7 +201,7 @@ def test_selection_sample_index_and_errors(out_dir: Path, tmp_path: Path) -> Non
         html_report(out_dir, tmp_path / "d.html", sample=None, indices=[99])
     with pytest.raises(ConfigError, match=r"no manifest\.json"):
         html_report(tmp_path, tmp_path / "d.html", sample=None, indices=None)
-    with pytest.raises(ConfigError, match=r"no manifest\.json"):
+    with pytest.raises(ConfigError, match=r"absent does not exist"):
         stats_command(tmp_path / "absent", Console())
     with pytest.raises(ConfigError, match="not both"):
         html_report(out_dir, tmp_path / "d.html", sample=2, indices=[1])

@@ -195,6 +195,7 @@ class Health:
         mismatched += [f"{r} (dropped turns)" for r, a, b in self.dropped_rows() if b is not None and a != b]
         unreconciled = [f for f, c in m.get("per_file", {}).items() if not c.get("reconciled", True)]
         return [
+            Check("at least one example written", s.examples > 0, f"{s.examples} examples"),
             _eq("examples in Parquet = manifest examples_written", s.examples, m["examples_written"]),
             _eq("tokens in Parquet = manifest tokens", s.tokens, m["tokens"]),
             _eq("trainable tokens in Parquet = manifest", s.trainable, m["trainable_tokens"]),
