@@ -135,8 +135,10 @@ def test_resume_refuses_changed_data_order(data: Path, tmp_path: Path) -> None:
 
 def test_out_dir_and_resume_errors(data: Path, tmp_path: Path) -> None:
     (tmp_path / "x").write_text("keep me")
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="not written by `sftprep train`"):
         train(tiny_config(data, tmp_path, overwrite=False))
+    with pytest.raises(ConfigError, match="not written by sftprep"):
+        train(tiny_config(data, tmp_path, overwrite=True))
     with pytest.raises(ConfigError, match="no checkpoint"):
         train(tiny_config(data, tmp_path / "fresh", resume=True))
     assert (tmp_path / "x").read_text() == "keep me"

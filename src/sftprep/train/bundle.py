@@ -26,6 +26,7 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "chat_template.jinja",
     "chat_template.json",
+    "sftprep_tokens.json",  # written by `sftprep tokenizer add-tokens`
 )
 
 
@@ -145,5 +146,9 @@ def load_model_bundle(model_dir: str | Path) -> DataBundle:
     path = Path(model_dir) / BUNDLE_FILE
     if not path.is_file():
         raise ConfigError(f"{model_dir}: no {BUNDLE_FILE}; give a directory written by `sftprep train`")
-    record = json.loads(path.read_text("utf-8"))
+    try:
+        record = json.loads(path.read_text("utf-8"))
+        record["tokenizer"], record["template"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: unreadable or incomplete ({e}); train the model again with `sftprep train`") from e
     return _bundle_from(BPETokenizer.load(Path(model_dir)), record, str(model_dir))

@@ -1,4 +1,6 @@
-"""Plain typed functions behind `sftprep train | generate | demo`, and their typer wrappers.
+"""Plain typed functions behind `sftprep train | generate | demo | tokenizer add-tokens`, and their
+typer wrappers. `train`'s options come from TrainConfig (config.py), one definition for flags and
+config files.
 
 The CLI registers them with `register(app)`. This module also runs on its own, which is how a
 multi-process run is launched:  torchrun --nproc_per_node 2 -m sftprep.train.commands train DATA -o OUT
@@ -14,6 +16,8 @@ import typer
 from rich.console import Console
 
 from sftprep.errors import ConfigError, SftprepError
+from sftprep.train.cli_options import resolve, train_typer_command
+from sftprep.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from sftprep.train.demo import DemoRow
@@ -21,92 +25,29 @@ if TYPE_CHECKING:
 
 
 def train_command(
-    data_dir: Path,
-    out_dir: Path,
-    model: str = "tiny",
+    data_dir: Path | str | None,
+    out_dir: Path | str | None = None,
+    model: str | None = None,
     *,
-    lora: bool = False,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.0,
-    lora_targets: list[str] | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    epochs: float = 1.0,
-    max_steps: int | None = None,
-    lr: float = 3e-4,
-    min_lr_ratio: float = 0.0,
-    weight_decay: float = 0.0,
-    warmup_steps: int | None = None,
-    warmup_ratio: float = 0.05,
-    max_grad_norm: float | None = 1.0,
-    seed: int = 0,
-    precision: str = "auto",
-    attn: str | None = None,
-    packing: bool = False,
-    max_length: int | None = None,
-    save_every: int | None = None,
-    keep_checkpoints: int = 2,
-    resume: bool = False,
-    resume_from: Path | None = None,
-    stop_after: int | None = None,
-    overwrite: bool = False,
-    log_every: int = 10,
-    quiet: bool = False,
-    tensorboard: bool = True,
-    tiny_hidden: int = 128,
-    tiny_layers: int = 4,
-    tiny_heads: int = 4,
-    threads: int | None = None,
+    config: Path | str | None = None,
+    **options: Any,
 ) -> TrainResult:
-    """`sftprep train DATA_DIR --model tiny|DIR -o OUT_DIR`: returns the run's TrainResult.
+    """`sftprep train DATA_DIR -o OUT_DIR --model tiny|DIR [--config FILE] [--flag value ...]`.
 
-    `threads` sets torch's intra-op threads (CPU); None keeps torch's default (all cores).
+    `options` are the flags by their Python names (`batch_size=4`, `tiny_hidden=32`, `lora=True`,
+    `lora_r=8`): the same table the CLI is built from (`sftprep.train.cli_options.flags()`).
     """
-    import torch
+    explicit = dict(options)
+    if out_dir is not None:
+        explicit["out_dir"] = str(out_dir)
+    if model is not None:
+        explicit["model"] = model
+    return run_train(resolve(data_dir, explicit, config))
 
-    from sftprep.train.config import LoraConfig, TinyModelConfig, TrainConfig
+
+def run_train(cfg: TrainConfig) -> TrainResult:
     from sftprep.train.loop import train
 
-    if threads:
-        torch.set_num_threads(threads)
-
-    lora_cfg = None
-    if lora:
-        lora_cfg = LoraConfig(r=lora_r, alpha=lora_alpha, dropout=lora_dropout)
-        if lora_targets:
-            lora_cfg.target_modules = list(lora_targets)
-    cfg = TrainConfig(
-        data_dir=str(data_dir),
-        out_dir=str(out_dir),
-        model=model,
-        tiny=TinyModelConfig(hidden_size=tiny_hidden, num_layers=tiny_layers, num_heads=tiny_heads),
-        lora=lora_cfg,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        min_lr_ratio=min_lr_ratio,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        warmup_ratio=warmup_ratio,
-        max_grad_norm=max_grad_norm,
-        seed=seed,
-        precision=precision,
-        attn_implementation=attn,
-        packing=packing,
-        max_length=max_length,
-        save_every=save_every,
-        keep_checkpoints=keep_checkpoints,
-        resume=resume,
-        resume_from=str(resume_from) if resume_from else None,
-        stop_after=stop_after,
-        overwrite=overwrite,
-        log_every=log_every,
-        quiet=quiet,
-        tensorboard=tensorboard,
-    )
     return train(cfg)
 
 
@@ -127,13 +68,16 @@ def generate_command(
 
     if (prompt is None) == (messages is None):
         raise ConfigError("give exactly one of --prompt TEXT and --messages FILE.json")
+    if raw and prompt is None:
+        raise ConfigError("--raw takes --prompt TEXT (a verbatim prompt), not --messages")
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens}: expected a positive integer")
+    chat: list[dict[str, Any]] = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
     model, renderer = load_for_generation(model_dir)
     if raw:
-        if prompt is None:
-            raise ConfigError("--raw takes --prompt TEXT (a verbatim prompt), not --messages")
+        assert prompt is not None
         rendered = renderer.raw(prompt)
     else:
-        chat: list[dict[str, Any]] = read_messages(messages) if messages else [{"role": "user", "content": prompt}]
         if system is not None:
             chat = [{"role": "system", "content": system}, *[m for m in chat if m.get("role") != "system"]]
         rendered = renderer.render(chat)
@@ -148,15 +92,23 @@ def demo_command(
     quiet: bool = False,
     threads: int = 1,
     parallel: bool | None = None,
+    overwrite: bool = False,
 ) -> list[DemoRow]:
     """`sftprep demo`: train the tiny model on synthetic additions with each mask; print the table.
 
     The masks run in parallel processes (`threads` torch threads each) when there are cores for them.
     """
-    from sftprep.train.demo import QUICK, DemoConfig, results_table, run_demo, with_overrides
+    from sftprep.train.demo import MASKS, QUICK, DemoConfig, results_table, run_demo, with_overrides
 
+    unknown = [m for m in masks if m not in MASKS]
+    if unknown:
+        raise ConfigError(f"--mask {', '.join(unknown)}: expected {' or '.join(MASKS)}")
+    if threads < 1 or (max_steps is not None and max_steps < 1):
+        raise ConfigError("--threads and --max-steps take positive integers")
     demo = with_overrides(QUICK if quick else DemoConfig(), max_steps=max_steps)
-    rows = run_demo(out_dir, masks=masks, quiet=quiet, demo=demo, threads=threads, parallel=parallel)
+    rows = run_demo(
+        out_dir, masks=masks, quiet=quiet, demo=demo, threads=threads, parallel=parallel, overwrite=overwrite
+    )
     Console(quiet=quiet).print(results_table(rows))
     return rows
 
@@ -164,80 +116,9 @@ def demo_command(
 # ------------------------------------------------------------------------------------------- typer
 Opt = typer.Option
 
-
-def train_cli(
-    data_dir: Annotated[Path, typer.Argument(help="A directory written by `sftprep prepare`.")],
-    out_dir: Annotated[Path, Opt("-o", "--out-dir", help="Where the model, checkpoints and logs go.")] = Path("model"),
-    model: Annotated[str, Opt(help="'tiny' (random-init small Llama) or a local HF causal LM directory.")] = "tiny",
-    lora: Annotated[bool, Opt(help="Train LoRA adapters (needs peft); saved merged and as OUT/adapter.")] = False,
-    lora_r: Annotated[int, Opt(help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, Opt(help="LoRA alpha.")] = 32,
-    batch_size: Annotated[int, Opt(help="Examples (or packed rows) per micro-batch and process.")] = 8,
-    grad_accum: Annotated[int, Opt(help="Micro-batches per optimizer step.")] = 1,
-    epochs: Annotated[float, Opt(help="Passes over the data (unless --max-steps).")] = 1.0,
-    max_steps: Annotated[int | None, Opt(help="Optimizer steps (overrides --epochs).")] = None,
-    lr: Annotated[float, Opt(help="Peak learning rate (AdamW).")] = 3e-4,
-    min_lr_ratio: Annotated[float, Opt(help="Cosine decays to lr x this.")] = 0.0,
-    weight_decay: Annotated[float, Opt(help="AdamW weight decay (not on norms/embeddings).")] = 0.0,
-    warmup_steps: Annotated[int | None, Opt(help="Linear warmup steps (default: --warmup-ratio).")] = None,
-    warmup_ratio: Annotated[float, Opt(help="Warmup as a fraction of the steps.")] = 0.05,
-    max_grad_norm: Annotated[float, Opt(help="Clip the gradient norm (0 = off).")] = 1.0,
-    seed: Annotated[int, Opt(help="Seed of init and data order.")] = 0,
-    precision: Annotated[str, Opt(help="auto (bf16 on GPUs that support it) | fp32 | bf16")] = "auto",
-    attn: Annotated[str | None, Opt(help="sdpa | eager | flash_attention_2 | flash_attention_3")] = None,
-    packing: Annotated[bool, Opt(help="Padding-free packing (best-fit decreasing) into --max-length rows.")] = False,
-    max_length: Annotated[int | None, Opt(help="Row length with --packing (default 2048); longer: dropped.")] = None,
-    save_every: Annotated[int | None, Opt(help="Checkpoint every N steps (always at the end).")] = None,
-    keep_checkpoints: Annotated[int, Opt(help="Checkpoints to keep.")] = 2,
-    resume: Annotated[bool, Opt(help="Continue from the latest checkpoint in OUT_DIR.")] = False,
-    resume_from: Annotated[Path | None, Opt(help="Continue from this checkpoint directory.")] = None,
-    stop_after: Annotated[int | None, Opt(help="Stop (with a checkpoint) after step N.")] = None,
-    overwrite: Annotated[bool, Opt(help="Replace an existing OUT_DIR.")] = False,
-    log_every: Annotated[int, Opt(help="Print a loss line every N steps.")] = 10,
-    tensorboard: Annotated[bool, Opt(help="Log to OUT_DIR/runs when tensorboard is installed.")] = True,
-    tiny_hidden: Annotated[int, Opt(help="--model tiny: hidden size.")] = 128,
-    tiny_layers: Annotated[int, Opt(help="--model tiny: layers.")] = 4,
-    tiny_heads: Annotated[int, Opt(help="--model tiny: attention heads.")] = 4,
-    threads: Annotated[int | None, Opt(help="Torch CPU threads (default: all; 1 suits tiny models).")] = None,
-    quiet: Annotated[bool, Opt("--quiet", "-q", help="Print nothing but errors.")] = False,
-) -> None:
-    """Fine-tune a causal LM on prepared data (assistant-only loss, packing, checkpoints, resume)."""
-    train_command(
-        data_dir,
-        out_dir,
-        model,
-        lora=lora,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        epochs=epochs,
-        max_steps=max_steps,
-        lr=lr,
-        min_lr_ratio=min_lr_ratio,
-        weight_decay=weight_decay,
-        warmup_steps=warmup_steps,
-        warmup_ratio=warmup_ratio,
-        max_grad_norm=max_grad_norm or None,
-        seed=seed,
-        precision=precision,
-        attn=attn,
-        packing=packing,
-        max_length=max_length,
-        save_every=save_every,
-        keep_checkpoints=keep_checkpoints,
-        resume=resume,
-        resume_from=resume_from,
-        stop_after=stop_after,
-        overwrite=overwrite,
-        log_every=log_every,
-        quiet=quiet,
-        tensorboard=tensorboard,
-        tiny_hidden=tiny_hidden,
-        tiny_layers=tiny_layers,
-        tiny_heads=tiny_heads,
-        threads=threads,
-    )
+train_cli = train_typer_command(
+    run_train, "Fine-tune a causal LM on prepared data (assistant-only loss, packing, LoRA, FSDP, eval, resume)."
+)
 
 
 def generate_cli(
@@ -259,17 +140,51 @@ def demo_cli(
     max_steps: Annotated[int | None, Opt(help="Override the number of training steps.")] = None,
     threads: Annotated[int, Opt(help="Torch threads per run.")] = 1,
     parallel: Annotated[bool | None, Opt(help="Run the masks in parallel processes (default: if cores).")] = None,
+    overwrite: Annotated[bool, Opt(help="Replace a work directory an earlier `sftprep demo` wrote.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Only the results table.")] = False,
 ) -> None:
     """Two-digit addition on CPU: prepare, train the tiny model, exact match on held-out pairs."""
-    demo_command(quick, out_dir, tuple(mask) or ("assistant", "none"), max_steps, quiet, threads, parallel)
+    demo_command(quick, out_dir, tuple(mask) or ("assistant", "none"), max_steps, quiet, threads, parallel, overwrite)
+
+
+def add_tokens_cli(
+    tokenizer: Annotated[str, typer.Argument(help="A tokenizer directory, tokenizer.json or .tiktoken file.")],
+    out_dir: Annotated[Path, Opt("-o", "--out-dir", help="Where to write the new tokenizer.")],
+    token: Annotated[list[str], Opt(help="A token to add as a special token (repeatable).")] = [],  # noqa: B006
+    template: Annotated[str | None, Opt(help="Add the markers this built-in template needs (e.g. chatml).")] = None,
+    pad_token: Annotated[str | None, Opt(help="Make this the pad token (added if missing).")] = None,
+    overwrite: Annotated[bool, Opt(help="Replace an OUT_DIR an earlier add-tokens wrote.")] = False,
+) -> None:
+    """Copy a tokenizer with role/separator tokens added as special tokens (train resizes the model)."""
+    from sftprep.train.tokens import add_tokens
+
+    result = add_tokens(tokenizer, out_dir, list(token), template, pad_token, overwrite)
+    out = Console()
+    if result.added:
+        listed = ", ".join(f"{t} = {i}" for t, i in result.added.items())
+        out.print(f"[green]wrote[/] {out_dir}: added {len(result.added)} special token(s): {listed}", highlight=False)
+    else:
+        out.print(f"[green]wrote[/] {out_dir}: every token was already there (nothing added)", highlight=False)
+    if result.present:
+        out.print(f"already single tokens: {', '.join(result.present)}", highlight=False)
+    out.print(f"prepare with it: sftprep prepare INPUTS -o DIR --tokenizer {out_dir}", highlight=False)
+
+
+def _tokenizer_group(app: typer.Typer) -> typer.Typer:
+    for group in app.registered_groups:
+        if group.name == "tokenizer" and group.typer_instance is not None:
+            return group.typer_instance
+    group_app = typer.Typer(no_args_is_help=True, help="Tokenizer utilities.")
+    app.add_typer(group_app, name="tokenizer")
+    return group_app
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train`, `generate` and `demo` to a typer app."""
+    """Add `train`, `generate`, `demo` and `tokenizer add-tokens` to a typer app."""
     app.command("train")(train_cli)
     app.command("generate")(generate_cli)
     app.command("demo")(demo_cli)
+    _tokenizer_group(app).command("add-tokens")(add_tokens_cli)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ assistant-only mask and once with mask "none" (every token trained), and prints 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -166,6 +167,30 @@ def _run_mask_quietly(args: tuple[DemoConfig, str, Path, Path, int]) -> DemoRow:
     return run_mask(demo, mask, records_file, work, True, threads)
 
 
+DEMO_MARKER = "sftprep_demo.json"
+DEMO_FILES = (DEMO_MARKER, "results.json", "addition.jsonl", "data-*", "model-*", ".data-*", ".model-*")
+
+
+def open_work_dir(work: Path, overwrite: bool, stack: contextlib.ExitStack) -> None:
+    """Lock the work directory; replace it (--overwrite) only when an earlier demo wrote it."""
+    from sftprep.errors import ConfigError
+    from sftprep.outdir import check_replaceable, make_staging, out_dir_lock, replace_dir
+
+    if work.exists() and not work.is_dir():
+        raise ConfigError(f"--out-dir {work} is a file, not a directory; choose another --out-dir")
+    stack.enter_context(out_dir_lock(work, "demo"))
+    if work.exists() and any(work.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"--out-dir {work} exists; pass --overwrite to replace an earlier demo's directory, or choose "
+                "another --out-dir"
+            )
+        check_replaceable(work, (DEMO_MARKER,), DEMO_FILES)
+        replace_dir(make_staging(work, (DEMO_MARKER,)), work, (DEMO_MARKER,), DEMO_FILES)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / DEMO_MARKER).write_text(json.dumps({"started": time.time()}) + "\n", "utf-8")
+
+
 def run_demo(
     out_dir: str | Path = "sftprep-demo",
     quick: bool = False,
@@ -174,11 +199,24 @@ def run_demo(
     demo: DemoConfig | None = None,
     threads: int = 1,
     parallel: bool | None = None,
+    overwrite: bool = False,
 ) -> list[DemoRow]:
     """Run every mask (in parallel processes, `threads` each, when there are cores for them)."""
+    with contextlib.ExitStack() as stack:
+        open_work_dir(Path(out_dir), overwrite, stack)
+        return _run_demo(Path(out_dir), quick, masks, quiet, demo, threads, parallel)
+
+
+def _run_demo(
+    work: Path,
+    quick: bool,
+    masks: tuple[str, ...],
+    quiet: bool,
+    demo: DemoConfig | None,
+    threads: int,
+    parallel: bool | None,
+) -> list[DemoRow]:
     demo = demo or (QUICK if quick else DemoConfig())
-    work = Path(out_dir)
-    work.mkdir(parents=True, exist_ok=True)
     train_pairs, _ = split_pairs(demo.seed, demo.eval_questions)
     records_file = work / "addition.jsonl"
     records = make_records(train_pairs, demo.train_records, demo.multi_turn_fraction, demo.seed)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from sftprep.errors import ConfigError
 from sftprep.train.bundle import DataBundle, save_bundle
-from sftprep.train.model import final_model, no_progress_bars
+from sftprep.train.model import build_model, final_model, no_progress_bars
+
+if TYPE_CHECKING:
+    from sftprep.train.session import Run
 
 
 def export_model(model: nn.Module, bundle: DataBundle, out_dir: Path, summary: dict[str, Any]) -> None:
@@ -30,6 +34,42 @@ def export_model(model: nn.Module, bundle: DataBundle, out_dir: Path, summary: d
     if gen is not None and stop_ids:
         gen.eos_token_id = stop_ids
         gen.pad_token_id = bundle.pad_id
+    if getattr(merged.config, "use_cache", None) is False:  # turned off for gradient checkpointing
+        merged.config.use_cache = True
     with no_progress_bars():
         merged.save_pretrained(str(out_dir))  # type: ignore[operator]
     save_bundle(bundle, out_dir, {"training": summary, "stop_text": stop_text, "stop_ids": stop_ids})
+
+
+def export_sharded(run: Run, summary: dict[str, Any]) -> None:
+    """FSDP: every process gives its shards, rank 0 loads the full state into an unsharded copy of the
+    model (built as the run built it, on CPU) and saves that like an unsharded run."""
+    from sftprep.train.parallel import full_model_state
+
+    state = full_model_state(run.loss_module)
+    if not run.env.is_main:
+        return
+    cfg = run.cfg
+    with _seeded_cpu_default():
+        copy, _ = build_model(_unsharded(cfg), run.bundle)
+    missing, unexpected = copy.load_state_dict(state, strict=False)
+    tied = {k for k in missing if k.endswith("lm_head.weight")}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"FSDP export: state does not fit the model (missing {missing}, unexpected {unexpected})")
+    export_model(copy, run.bundle, Path(cfg.out_dir), summary)
+
+
+def _unsharded(cfg: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(cfg, gradient_checkpointing=False, sharding="none")
+
+
+class _seeded_cpu_default:
+    """Build the export copy without disturbing torch's RNG (it would change nothing saved, but keep runs pure)."""
+
+    def __enter__(self) -> None:
+        self.state = torch.random.get_rng_state()
+
+    def __exit__(self, *exc: object) -> None:
+        torch.random.set_rng_state(self.state)

@@ -7,7 +7,6 @@ token before that turn's trained region, i.e. history + generation prompt, as th
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,25 +82,43 @@ class PromptRenderer:
         return Prompt(self.tok.encode(text), text, eos, self.stop_ids(eos))
 
 
+class _StopAtText:
+    """Stop once the generated text holds the end-of-turn text (a marker that is not one token)."""
+
+    def __init__(self, text: str, decode: Any, prompt_len: int) -> None:
+        self.text, self.decode, self.prompt_len = text, decode, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        tail = input_ids[0, self.prompt_len :][-8:].tolist()
+        done = bool(tail) and self.text in self.decode(tail)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def greedy(model: nn.Module, prompt: Prompt, decode: Any, max_new_tokens: int = 256) -> str:
-    """Greedy decoding with a KV cache until a stop id, the stop text, or max_new_tokens."""
+    """Greedy decoding with transformers' `generate` (its KV cache) until a stop id, the stop text, or
+    max_new_tokens."""
+    from transformers import GenerationConfig, StoppingCriteriaList
+
     model.eval()
     device = next(model.parameters()).device
     inputs = torch.tensor([prompt.input_ids], device=device)
-    past: Any = None
-    out: list[int] = []
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    for _ in range(max_new_tokens):
-        result = model(input_ids=inputs, past_key_values=past, use_cache=True, **last_only)
-        past = result.past_key_values
-        nxt = int(result.logits[0, -1].argmax())
-        if nxt in prompt.stop_ids:
-            break
-        out.append(nxt)
-        if prompt.stop_text and prompt.stop_text in decode(out[-8:]):
-            break
-        inputs = torch.tensor([[nxt]], device=device)
+    stop_ids = sorted(prompt.stop_ids)
+    pad = getattr(model.config, "pad_token_id", None)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stop_ids or None,
+        pad_token_id=pad if pad is not None else (stop_ids[0] if stop_ids else 0),
+    )
+    stop_text = [_StopAtText(prompt.stop_text, decode, inputs.shape[1])] if prompt.stop_text else []
+    criteria = StoppingCriteriaList(stop_text)
+    output = model.generate(  # type: ignore[operator]
+        inputs, attention_mask=torch.ones_like(inputs), generation_config=config, stopping_criteria=criteria
+    )
+    out = output[0, inputs.shape[1] :].tolist()
+    if out and out[-1] in prompt.stop_ids:
+        out = out[:-1]
     text = decode(out)
     return text.split(prompt.stop_text)[0] if prompt.stop_text else text
 
@@ -109,9 +126,17 @@ def greedy(model: nn.Module, prompt: Prompt, decode: Any, max_new_tokens: int = 
 def load_for_generation(model_dir: str | Path, device: str | None = None) -> tuple[nn.Module, PromptRenderer]:
     from transformers import AutoModelForCausalLM
 
+    p = Path(model_dir)
+    if not p.is_dir():
+        what = "no such directory" if not p.exists() else "a file, not a directory"
+        raise ConfigError(f"{model_dir}: {what}; give a directory written by `sftprep train`")
     renderer = PromptRenderer(load_model_bundle(model_dir))
-    with no_progress_bars():
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+    try:
+        with no_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{model_dir}: cannot load the model: {first}; train it again with `sftprep train`") from e
     model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, renderer
 

@@ -1,4 +1,5 @@
-"""The training loop: AdamW, warmup + cosine, gradient accumulation and clipping, checkpoints, resume.
+"""The training loop: AdamW, warmup + cosine, gradient accumulation and clipping, evaluation,
+checkpoints, resume.
 
 Loss normalisation: every micro-batch contributes the *sum* of its token losses divided by the number
 of trained tokens in the whole optimizer step (all micro-batches of all processes, all-reduced), so
@@ -8,9 +9,7 @@ batch 8 x accumulation 1 and batch 1 x accumulation 8 give the same loss and gra
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +18,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from sftprep.errors import ConfigError, SftprepError
-from sftprep.train.bundle import DataBundle, load_data_bundle
-from sftprep.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from sftprep.errors import SftprepError
+from sftprep.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from sftprep.train.config import TrainConfig
-from sftprep.train.data import Batch, DataStats, StepPlan, TrainExample, collate_packed, collate_padded, load_examples
-from sftprep.train.data import pack_best_fit_decreasing as pack
+from sftprep.train.data import Batch, DataStats, collate_packed, collate_padded
 from sftprep.train.distributed import DistEnv, all_reduce_sum, barrier, cleanup, on_main, setup_distributed
-from sftprep.train.loss import SFTLoss
-from sftprep.train.model import build_model, count_parameters
+from sftprep.train.evaluate import evaluate
+from sftprep.train.model import count_parameters
 from sftprep.train.monitor import Monitor, StepMetrics, truncate_log
-from sftprep.train.optim import build_optimizer, build_scheduler
+from sftprep.train.outputs import open_out_dir
+from sftprep.train.parallel import as_float, gradient_sync
+from sftprep.train.session import Run, check_paths, setup_run
+
+__all__ = ["NonFiniteLossError", "Run", "TrainResult", "accumulate", "micro_batches", "setup_run", "train"]
 
 
 class NonFiniteLossError(SftprepError):
@@ -49,49 +50,35 @@ class TrainResult:
     tokens_per_s: float = 0.0
     padding_efficiency: float = 0.0  # real tokens / tokens processed (padding included)
     stopped_early: bool = False
-
-
-@dataclass
-class Run:
-    """Everything one training run holds."""
-
-    cfg: TrainConfig
-    env: DistEnv
-    bundle: DataBundle
-    examples: list[TrainExample]
-    units: list[list[int]]  # each unit: the example indices of one row (one example without packing)
-    stats: DataStats
-    plan: StepPlan
-    model: nn.Module
-    loss_module: nn.Module  # SFTLoss, possibly wrapped for data parallelism
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    total_steps: int
-    autocast: torch.dtype | None
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"step", "eval_loss", ...} per evaluation
 
 
 def train(cfg: TrainConfig, model: nn.Module | None = None) -> TrainResult:
     """Train `cfg.model` (or the given model) on cfg.data_dir; save model + tokenizer + template in cfg.out_dir."""
     cfg.validate()
-    env = setup_distributed()
+    check_paths(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = setup_distributed(group=cfg.sharding == "fsdp")
     try:
-        return _train(cfg, env, model)
+        with contextlib.ExitStack() as stack:
+            checkpoint = on_main(lambda: open_out_dir(cfg, stack), env)
+            return _train(cfg, env, model, checkpoint)
     finally:
         cleanup(env)
 
 
-def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None) -> TrainResult:
+def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None, checkpoint: Path | None) -> TrainResult:
     out = Path(cfg.out_dir)
-    checkpoint = _prepare_out_dir(cfg, env)
     run = setup_run(cfg, env, model)
     start = 0
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, run.model, run.optimizer, run.scheduler, cfg, run.env.world_size).step
+        start = load_checkpoint(checkpoint, run.checkpoint_context(), cfg).step
         if env.is_main:
             truncate_log(out, start)
     stop = min(run.total_steps, cfg.stop_after or run.total_steps)
     result = TrainResult(out, start, stats=run.stats)
-    monitor = Monitor(out, run.total_steps, start, cfg.quiet, env.is_main, cfg.log_every, cfg.tensorboard)
+    monitor = Monitor(out, run.total_steps, start, cfg, env.is_main)
     processed = real = 0
     with monitor:
         _describe(run, monitor, start)
@@ -102,11 +89,12 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None) -> TrainResu
                 result.losses.append(m.loss)
                 result.steps = step + 1
                 processed, real = processed + m.padded_tokens, real + m.tokens
-                monitor.step(m)
+                evaluation = _maybe_evaluate(run, step + 1, stop, result)
+                monitor.step(m, evaluation)
                 if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < stop:
                     _save(run, step + 1, monitor)
         except KeyboardInterrupt:
-            if result.steps > start:
+            if result.steps > start and not env.distributed:
                 _save(run, result.steps, monitor)
             raise
         result.seconds = time.perf_counter() - t0
@@ -120,71 +108,22 @@ def _train(cfg: TrainConfig, env: DistEnv, model: nn.Module | None) -> TrainResu
     return result
 
 
-def _prepare_out_dir(cfg: TrainConfig, env: DistEnv) -> Path | None:
-    """The checkpoint to resume from, after checking / clearing OUT_DIR. Rank 0 decides and every
-    process gets its answer (or its error), so ranks never disagree about OUT_DIR."""
-    return on_main(lambda: _check_out_dir(cfg), env)
-
-
-def _check_out_dir(cfg: TrainConfig) -> Path | None:
-    out = Path(cfg.out_dir)
-    if cfg.resume_from:
-        path = Path(cfg.resume_from)
-        if not (path / "state.json").is_file():
-            raise ConfigError(f"--resume-from {path}: not a checkpoint directory (no state.json)")
-        out.mkdir(parents=True, exist_ok=True)
-        return path
-    if cfg.resume:
-        found = latest_checkpoint(out)
-        if found is None:
-            raise ConfigError(f"--resume: no checkpoint under {out}/checkpoints; run without --resume to start")
-        return found
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise ConfigError(f"{out} exists; pass --resume to continue its run or --overwrite to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return None
-
-
-def setup_run(cfg: TrainConfig, env: DistEnv, model: nn.Module | None = None) -> Run:
-    """Data, units, step plan, model, optimizer and schedule (no training yet)."""
-    bundle = load_data_bundle(cfg.data_dir)
-    examples, stats = load_examples(cfg.data_dir, cfg.row_capacity if cfg.packing else cfg.max_length)
-    if cfg.packing:
-        units = pack([len(e) for e in examples], cfg.row_capacity)
-        stats.rows, stats.row_capacity = len(units), cfg.row_capacity
-    else:
-        units = [[i] for i in range(len(examples))]
-    plan = StepPlan(len(units), cfg.batch_size, cfg.grad_accum, env.world_size, cfg.seed)
-    if plan.steps_per_epoch == 0:
-        what = "packed rows" if cfg.packing else "examples"
-        raise ConfigError(
-            f"{cfg.data_dir}: {len(units)} {what}, fewer than one optimizer step takes "
-            f"(batch size {cfg.batch_size} x grad accum {cfg.grad_accum} x {env.world_size} processes)"
-        )
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * plan.steps_per_epoch))
-    torch.manual_seed(cfg.seed)
-    if model is None:
-        info = {**bundle.tokenizer_record, "pad_id": bundle.pad_id, "eos_id": bundle.eos_id}
-        model = build_model(cfg, info)
-    model.to(env.device)
-    loss_module: nn.Module = SFTLoss(model)
-    if env.distributed:
-        ids = [env.device.index] if env.device.type == "cuda" else None
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=ids)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total)
-    dtype = _autocast_dtype(cfg.precision, env.device)
-    return Run(cfg, env, bundle, examples, units, stats, plan, model, loss_module, optimizer, scheduler, total, dtype)
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+def _maybe_evaluate(run: Run, done: int, stop: int, result: TrainResult) -> dict[str, float] | None:
+    """Evaluate after `done` steps every --eval-every steps and at the end of training."""
+    every = run.cfg.eval_every
+    at_end = done == run.total_steps
+    if run.eval_set is None or not (at_end or (every and done % every == 0)):
+        return None
+    m = evaluate(run.forward_module, run.eval_set, run.env, run.bundle.pad_id, run.autocast)
+    row = {
+        "eval_loss": m.loss,
+        "eval_tokens": m.tokens,
+        "eval_trainable_tokens": m.trainable_tokens,
+        "eval_seconds": m.seconds,
+        "eval_tokens_per_s": m.tokens_per_s,
+    }
+    result.evals.append({"step": done, **row})
+    return row
 
 
 def micro_batches(run: Run, step: int) -> list[Batch]:
@@ -209,9 +148,8 @@ def accumulate(run: Run, batches: list[Batch]) -> tuple[torch.Tensor, int]:
     total = torch.zeros((), dtype=torch.float32, device=env.device)
     for j, b in enumerate(batches):
         sync = not env.distributed or j == len(batches) - 1
-        no_sync = contextlib.nullcontext() if sync else run.loss_module.no_sync()  # type: ignore[operator]
         amp = torch.autocast(env.device.type, dtype=run.autocast, enabled=run.autocast is not None)
-        with no_sync, amp:
+        with gradient_sync(run.loss_module, sync), amp:
             summed = run.loss_module(**b.to(env.device).tensors())
         # data parallelism averages gradients over processes: scale back to a global token mean
         (summed * env.world_size / count).backward()
@@ -221,7 +159,7 @@ def accumulate(run: Run, batches: list[Batch]) -> tuple[torch.Tensor, int]:
 
 def train_step(run: Run, step: int) -> StepMetrics:
     t0 = time.perf_counter()
-    run.model.train()
+    run.loss_module.train()
     batches = micro_batches(run, step)
     loss, count = accumulate(run, batches)
     value = float(loss.item())
@@ -241,7 +179,7 @@ def train_step(run: Run, step: int) -> StepMetrics:
         step=step + 1,
         loss=value,
         lr=lr,
-        grad_norm=float(norm),
+        grad_norm=as_float(norm),
         examples=_global(sum(b.n_examples for b in batches), run.env),
         tokens=_global(sum(b.n_tokens for b in batches), run.env),
         trainable_tokens=count,
@@ -268,30 +206,40 @@ def _describe(run: Run, monitor: Monitor, start: int) -> None:
             f"packing: {s.rows:,} rows of {s.row_capacity} tokens, efficiency {s.packing_efficiency:.1%} "
             "(real tokens / row capacity)"
         )
+    if run.embeddings:
+        e = run.embeddings
+        monitor.info(
+            f"embeddings: {len(e['new_tokens'])} new token(s) ({', '.join(e['new_tokens'])}), rows "
+            f"{e['rows_before']:,} -> {e['rows_after']:,}, initialised from the mean of the known rows"
+        )
+    if run.eval_set is not None:
+        ev = run.eval_set
+        monitor.info(f"eval: {len(ev.examples):,} examples, {ev.trainable_tokens:,} trained tokens ({cfg.eval_dir})")
+    parallel = f", FSDP over {run.env.world_size} process(es)" if run.sharded else ""
+    parallel += ", gradient checkpointing" if cfg.gradient_checkpointing else ""
     monitor.info(
-        f"model: {cfg.model} ({trainable:,} trainable of {total:,} parameters); "
+        f"model: {cfg.model} ({trainable:,} trainable of {total:,} parameters{parallel}); "
         f"{run.total_steps:,} steps of {run.plan.global_batch} {'rows' if cfg.packing else 'examples'}"
         + (f", resuming after step {start}" if start else "")
     )
 
 
 def _save(run: Run, step: int, monitor: Monitor) -> None:
-    if run.env.is_main:
-        metrics = {"steps": step}
-        path = save_checkpoint(
-            run.cfg.out_dir, step, run.model, run.optimizer, run.scheduler, run.cfg, metrics, run.env.world_size
-        )
+    path = save_checkpoint(run.cfg.out_dir, step, run.checkpoint_context(), run.cfg, {"steps": step})
+    if path is not None:
         monitor.info(f"checkpoint: {path}")
-    barrier(run.env)
 
 
 def _finish(run: Run, result: TrainResult, monitor: Monitor) -> None:
     """Save the model for inference with the tokenizer and template it was trained with."""
-    if run.env.is_main:
-        from sftprep.train.export import export_model
+    from sftprep.train.export import export_model, export_sharded
 
-        summary = training_summary(run, result)
+    summary = training_summary(run, result)
+    if run.sharded:
+        export_sharded(run, summary)
+    elif run.env.is_main:
         export_model(run.model, run.bundle, Path(run.cfg.out_dir), summary)
+    if run.env.is_main:
         monitor.info(f"saved model, tokenizer and template to {run.cfg.out_dir}")
     barrier(run.env)
 
@@ -300,14 +248,17 @@ def training_summary(run: Run, result: TrainResult) -> dict[str, Any]:
     s = run.stats
     return {
         "data_dir": str(run.cfg.data_dir),
-        "train": json.loads(json.dumps(run.cfg.to_dict())),
+        "train": run.cfg.to_dict(),
         "steps": result.steps,
         "world_size": run.env.world_size,  # processes (data parallel)
+        "sharding": run.cfg.sharding,
         "final_loss": result.losses[-1] if result.losses else None,
+        "evals": result.evals,
         "seconds": result.seconds,
         "records_per_s": result.records_per_s,
         "tokens_per_s": result.tokens_per_s,
         "padding_efficiency": result.padding_efficiency,
         "data": {**s.__dict__, "packing_efficiency": s.packing_efficiency},
+        "embeddings": run.embeddings,
         "checkpoints": [p.name for p in list_checkpoints(run.cfg.out_dir)],
     }

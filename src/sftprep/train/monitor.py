@@ -1,4 +1,5 @@
-"""Progress bar (rich), console loss lines, train_log.jsonl and TensorBoard (when installed)."""
+"""Progress bar (rich), console loss lines, train_log.jsonl (always), TensorBoard and Weights & Biases
+(when installed; a message says so when one is asked for but missing)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sftprep.train.config import TrainConfig
+
 LOG_FILE = "train_log.jsonl"
+TENSORBOARD_HINT = "pip install tensorboard"
+WANDB_HINT = "pip install wandb"
 
 
 @dataclass
@@ -30,17 +35,16 @@ class StepMetrics:
 class Monitor:
     """Reports a run's progress; everything is a no-op on non-main processes."""
 
-    def __init__(
-        self, out_dir: Path, total: int, start: int, quiet: bool, active: bool, log_every: int, tensorboard: bool
-    ) -> None:
-        self.out_dir, self.total, self.start = out_dir, total, start
-        self.quiet, self.active, self.log_every, self.tensorboard = quiet, active, log_every, tensorboard
+    def __init__(self, out_dir: Path, total: int, start: int, cfg: TrainConfig, active: bool) -> None:
+        self.out_dir, self.total, self.start, self.cfg = out_dir, total, start, cfg
+        self.quiet, self.active, self.log_every = cfg.quiet, active, cfg.log_every
         self.console = Console(stderr=True)
         self.examples = self.tokens = 0
         self.t0 = time.perf_counter()
         self._progress: Progress | None = None
         self._task: Any = None
         self._writer: Any = None
+        self._wandb: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> Monitor:
@@ -53,43 +57,85 @@ class Monitor:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task("train", total=self.total, completed=self.start, stats="")
-        self._writer = _tensorboard(self.out_dir / "runs") if self.tensorboard else None
+        if self.cfg.tensorboard:
+            self._writer = _tensorboard(self.out_dir / "runs")
+            if self._writer is None:
+                self.note(
+                    f"tensorboard is not installed: logging to {LOG_FILE} only ({TENSORBOARD_HINT}, "
+                    "or --no-tensorboard to silence this)"
+                )
+        if self.cfg.wandb:
+            self._wandb = self._start_wandb()
         self.t0 = time.perf_counter()
         return self
+
+    def _start_wandb(self) -> Any:
+        try:
+            import wandb
+        except ImportError:
+            self.note(f"--wandb: wandb is not installed ({WANDB_HINT}); logging to {LOG_FILE} without it")
+            return None
+        try:
+            return wandb.init(
+                project=self.cfg.wandb_project,
+                dir=str(self.out_dir),
+                name=self.out_dir.name,
+                mode=self.cfg.wandb_mode,
+                config=self.cfg.to_dict(),
+                resume="allow",
+            )
+        except Exception as e:  # no API key in online mode, no network, a refused login
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.note(f"--wandb: cannot start a run ({why}); log in with `wandb login`, or use --wandb-mode offline")
+            return None
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.stop()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
     # -- reporting -------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if self.active and not self.quiet:
             self.console.print(message, highlight=False)
 
+    def note(self, message: str) -> None:
+        """A warning shown even with --quiet (something asked for is not happening)."""
+        if self.active:
+            self.console.print(f"[yellow]note:[/] {message}", highlight=False)
+
     def rates(self) -> tuple[float, float]:
         """(records/s, tokens/s) since this run started."""
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         return self.examples / elapsed, self.tokens / elapsed
 
-    def step(self, m: StepMetrics) -> None:
+    def step(self, m: StepMetrics, evaluation: dict[str, float] | None = None) -> None:
+        """Log one optimizer step (with the eval metrics when the step evaluated)."""
         if not self.active:
             return
         self.examples += m.examples
         self.tokens += m.tokens
         rec_s, tok_s = self.rates()
+        row: dict[str, Any] = {**asdict(m), "records_per_s": rec_s, "tokens_per_s": tok_s, **(evaluation or {})}
         with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps({**asdict(m), "records_per_s": rec_s, "tokens_per_s": tok_s}) + "\n")
+            f.write(json.dumps(row) + "\n")
+        scalars = {"train/loss": m.loss, "train/lr": m.lr, "train/grad_norm": m.grad_norm, "train/tokens_per_s": tok_s}
+        scalars.update({f"eval/{k[5:]}": v for k, v in (evaluation or {}).items()})
         if self._writer is not None:
-            for key, value in (("loss", m.loss), ("lr", m.lr), ("grad_norm", m.grad_norm), ("tokens_per_s", tok_s)):
-                self._writer.add_scalar(f"train/{key}", value, m.step)
+            for key, value in scalars.items():
+                self._writer.add_scalar(key, value, m.step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=m.step)
         if self._progress is not None:
             stats = f"loss {m.loss:.4f}  lr {m.lr:.2e}  {rec_s:,.0f} rec/s  {tok_s:,.0f} tok/s"
             self._progress.update(self._task, completed=m.step, stats=stats)
@@ -98,6 +144,12 @@ class Monitor:
                     f"step {m.step}/{self.total}  loss {m.loss:.4f}  lr {m.lr:.3e}  grad_norm {m.grad_norm:.3f}",
                     highlight=False,
                 )
+        if evaluation:
+            ev = evaluation
+            self.info(
+                f"eval after step {m.step}: loss {ev['eval_loss']:.4f} on {ev['eval_trainable_tokens']:,.0f} "
+                f"trained tokens ({ev['eval_tokens_per_s']:,.0f} tok/s)"
+            )
 
 
 def _tensorboard(path: Path) -> Any:
