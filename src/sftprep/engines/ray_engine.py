@@ -34,7 +34,7 @@ from sftprep.outdir import make_staging, remove_staging, replace_dir
 from sftprep.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
 from sftprep.pipeline import BatchResult, Preparer, load_components
 from sftprep.records import ERR_READ, iter_input_files
-from sftprep.run import BATCH_BYTES, MARKERS, WRITTEN, begin_run, locked_out_dir, worker_count
+from sftprep.run import BATCH_BYTES, MARKERS, WRITTEN, RunStart, begin_run, locked_out_dir, worker_count
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord, Reject
 
@@ -85,19 +85,13 @@ def prepare_ray(
         run = begin_run(opts)
         if isinstance(run, dict):
             return run
-        return _prepare_ray(opts, run.files, run.tok, run.template, run.key, run.out, ray_address, on_batch)
+        return _prepare_ray(opts, run, ray_address, on_batch)
 
 
 def _prepare_ray(
-    opts: PrepareOptions,
-    files: list[Path],
-    tok: Any,
-    template: Any,
-    key: str,
-    out: Path,
-    ray_address: str | None,
-    on_batch: Callable[[int, int], None] | None,
+    opts: PrepareOptions, run: RunStart, ray_address: str | None, on_batch: Callable[[int, int], None] | None
 ) -> dict[str, Any]:
+    files, tok, template, key, out = run.files, run.tok, run.template, run.key, run.out
     tmp = make_staging(out, MARKERS)  # replaces a staging directory an interrupted run left
     try:
         with ray_session(ray_address, worker_count(opts.workers)):
