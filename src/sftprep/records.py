@@ -10,12 +10,15 @@ can turn it into a stable reject reason with `split_error`.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
+import io
 import json
 import re
 import zlib
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -150,12 +153,22 @@ def sniff_format(path: str | Path) -> str:
         return "json"
     if text[:1] == b"{":
         return "jsonl"
-    first = text.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
     for sep, name in (("\t", "tsv"), (",", "csv")):
-        fields = first.split(sep)
-        if len(fields) >= 2 and all(_HEADER_FIELD.match(f) for f in fields):
+        if _looks_tabular(text.decode("utf-8", errors="replace"), sep, whole=len(head) < _SNIFF_BYTES):
             return name
     return "text"
+
+
+def _looks_tabular(text: str, sep: str, whole: bool) -> bool:
+    """A header of 2+ column names, and a first row (when there is one) with as many fields."""
+    try:
+        rows = list(islice(csv.reader(io.StringIO(text), delimiter=sep), 3))
+    except csv.Error:
+        return False
+    if not rows or len(rows[0]) < 2 or not all(_HEADER_FIELD.match(f) for f in rows[0]):
+        return False
+    complete = rows[1:] if whole else rows[1:-1]  # the last row read may be cut at _SNIFF_BYTES
+    return all(len(r) == len(rows[0]) for r in complete[:1])
 
 
 def format_problem(path: Path, given: str) -> str | None:
