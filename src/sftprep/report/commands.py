@@ -20,7 +20,7 @@ from sftprep.report.terminal import print_health
 from sftprep.report.views import components, count_examples, example_views, read_rows, select_indices
 from sftprep.summary import require_examples
 
-_WRITTEN_BY = "expected a directory written by `sftprep prepare`"
+_WRITTEN_BY = "expected a directory written by `sftprep prepare INPUT... -o DIR`"
 
 
 def html_report(
@@ -66,12 +66,12 @@ def load_out_dir(out_dir: Path | str) -> tuple[Path, dict[str, Any]]:
     if not p.exists():
         raise ConfigError(f"{p} does not exist; {_WRITTEN_BY}, e.g. sftprep prepare data.jsonl -o {p}")
     if not p.is_dir():
-        raise ConfigError(f"{p} is a file; {_WRITTEN_BY} (the -o of `sftprep prepare`)")
+        raise ConfigError(f"{p} is a file; {_WRITTEN_BY}")
     if not (p / "manifest.json").is_file():
         if any(p.glob("*.parquet")) or (p / "progress.json").is_file():
             why = "the run that wrote it did not finish: prepare it again"
         else:
-            why = f"{_WRITTEN_BY} (the -o of `sftprep prepare`)"
+            why = _WRITTEN_BY
         raise ConfigError(f"{p}: no manifest.json; {why}")
     damaged = f"{p} is damaged: prepare it again (sftprep prepare ... -o {p} --overwrite)"
     try:
