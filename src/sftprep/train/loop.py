@@ -27,7 +27,7 @@ from sftprep.train.evaluate import evaluate
 from sftprep.train.model import count_parameters
 from sftprep.train.monitor import Monitor, StepMetrics, truncate_log
 from sftprep.train.outputs import open_out_dir
-from sftprep.train.parallel import as_float, gradient_sync
+from sftprep.train.parallel import clip_gradients, gradient_sync
 from sftprep.train.session import Run, check_paths, setup_run
 
 __all__ = ["NonFiniteLossError", "Run", "TrainResult", "accumulate", "micro_batches", "setup_run", "train"]
@@ -170,7 +170,7 @@ def train_step(run: Run, step: int) -> StepMetrics:
             "Lower --lr, keep --max-grad-norm, try --precision fp32, or resume from an earlier checkpoint"
         )
     params = [p for p in run.model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, run.cfg.max_grad_norm or math.inf)
+    norm = clip_gradients(params, run.cfg.max_grad_norm)
     lr = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
     run.scheduler.step()
@@ -179,7 +179,7 @@ def train_step(run: Run, step: int) -> StepMetrics:
         step=step + 1,
         loss=value,
         lr=lr,
-        grad_norm=as_float(norm),
+        grad_norm=norm,
         examples=_global(sum(b.n_examples for b in batches), run.env),
         tokens=_global(sum(b.n_tokens for b in batches), run.env),
         trainable_tokens=count,

@@ -107,12 +107,12 @@ class Monitor:
     # -- reporting -------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if self.active and not self.quiet:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, soft_wrap=True)
 
     def note(self, message: str) -> None:
         """A warning shown even with --quiet (something asked for is not happening)."""
         if self.active:
-            self.console.print(f"[yellow]note:[/] {message}", highlight=False)
+            self.console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
 
     def rates(self) -> tuple[float, float]:
         """(records/s, tokens/s) since this run started."""
