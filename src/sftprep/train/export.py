@@ -21,8 +21,9 @@ def export_model(model: nn.Module, bundle: DataBundle, out_dir: Path, summary: d
     sftprep_model.json (template, options, training summary)."""
     from sftprep.train.generate import PromptRenderer
 
-    if hasattr(model, "merge_and_unload"):
-        model.save_pretrained(str(out_dir / "adapter"))  # type: ignore[operator]
+    if hasattr(model, "merge_and_unload"):  # the adapter (with the embeddings when new tokens resized them)
+        resized = bool(summary.get("embeddings"))
+        model.save_pretrained(str(out_dir / "adapter"), save_embedding_layers=resized)  # type: ignore[operator]
     merged = final_model(model)
     renderer = PromptRenderer(bundle)
     try:
