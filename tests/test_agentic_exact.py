@@ -1,0 +1,60 @@
+"""Issue #18: exact masks on the conversations people train on now (tools, tool results, reasoning), for every
+shared template and the tokenizers' own templates, checked by the independent oracle (tests/agentic_oracle.py).
+
+For each template: sftprep.prepare(agentic corpus) must give zero wrong turns (invariants 1 and 2 on every
+emitted example), reconcile (invariant 3), give every reject a reason and a message, and lose no turn.
+`AGENTIC_TEMPLATES=GLOB` restricts the templates (e.g. "trl/*"); tests/agentic_report.py prints the same as a table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SHARED_DIR
+
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.skipif(not (SHARED_DIR / "templates").is_dir(), reason=f"{SHARED_DIR} is absent (optional checkout)"),
+]
+pytest.importorskip("transformers")
+
+from agentic_corpus import DEFAULT_N, build_corpus, write_jsonl  # noqa: E402
+from agentic_run import Case, cases, run_case  # noqa: E402
+
+CASES = cases(os.environ.get("AGENTIC_TEMPLATES", "*")) if (SHARED_DIR / "templates").is_dir() else []
+
+
+@pytest.fixture(scope="session")
+def agentic_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(build_corpus(DEFAULT_N, seed=0), tmp_path_factory.mktemp("agentic") / "corpus.jsonl")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("agentic-tokenizers")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _load_each_tokenizer_once() -> Iterator[None]:
+    """Many templates share a fitted tokenizer: sftprep loads each once per module (the pipeline is unchanged)."""
+    try:
+        from oracle import sftprep_loads_each_tokenizer_once
+    except ImportError:
+        yield
+        return
+    with sftprep_loads_each_tokenizer_once():
+        yield
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_agentic_exact(case: Case, agentic_corpus: Path, tokenizer_cache: Path, tmp_path: Path) -> None:
+    rep = run_case(case, agentic_corpus, tmp_path, tokenizer_cache)
+    assert rep.crash is None, f"sftprep.prepare crashed: {rep.crash}"
+    assert not rep.reconciliation, "invariant 3:\n" + "\n".join(rep.reconciliation)
+    assert not rep.reject_problems, "\n".join(rep.reject_problems[:10])
+    assert rep.wrong == 0, "invariants 1/2 (every emitted example must be exact):\n" + rep.format(10)
+    assert rep.lost == 0, f"{rep.lost} turns transformers renders were neither trained nor rejected"
+    assert rep.exact == rep.turns_trained - rep.skipped_special
