@@ -114,6 +114,11 @@ def add_tokens(
         raise ConfigError("nothing to add: give --token TOKEN (repeatable), --template NAME or --pad-token TOKEN")
     if any(not t or t.strip() != t for t in tokens):
         raise ConfigError(f"--token {tokens}: tokens must be non-empty, without surrounding whitespace")
+    if tokenizer not in ("default", "") and not Path(tokenizer).exists():
+        raise ConfigError(
+            f"TOKENIZER {tokenizer}: no such file or directory; give a tokenizer directory, a tokenizer.json, "
+            "a .tiktoken file, or default (the embedded tokenizer)"
+        )
     tok = BPETokenizer.load(None if tokenizer in ("default", "") else tokenizer)
     wanted = [*tokens, *(template_markers(template, tok) if template else []), *([pad_token] if pad_token else [])]
     add, present = missing_tokens(tok, wanted)
