@@ -56,7 +56,8 @@ class TemplateReport:
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> records
     rejected_turns: Counter[str] = field(default_factory=Counter)  # reason -> single turns dropped
     rejected_consistent: Counter[str] = field(default_factory=Counter)  # rejected records transformers renders
-    reject_problems: list[str] = field(default_factory=list)
+    rejects: int = 0  # lines in rejects.jsonl (records and single turns)
+    reject_problems: list[str] = field(default_factory=list)  # rejects without a reason or a message
     reconciliation: list[str] = field(default_factory=list)
     classes: Counter[str] = field(default_factory=Counter)
     failures: list[Failure] = field(default_factory=list)
@@ -82,7 +83,8 @@ class TemplateReport:
         return (
             f"{self.template}: {self.records} records, {self.turns_rendered} turns rendered, {self.turns_trained} "
             f"trained, {self.exact} exact, {self.wrong} wrong, {self.lost} lost, {self.skipped_special} skipped "
-            f"(special text); rejected: {rej}; classes: {dict(self.classes)}"
+            f"(special text); rejected: {rej}; {self.rejects - len(self.reject_problems)}/{self.rejects} rejects "
+            f"have a reason and a message; classes: {dict(self.classes)}"
         )
 
     def format(self, limit: int = 8) -> str:
@@ -176,10 +178,11 @@ class Checker:
     def check_example(self, row: dict[str, Any], hf: HFRecord, targets: list[int], rep: TemplateReport) -> None:
         where, ids, labels = f"line {row['source_line']}", list(row["input_ids"]), list(row["labels"])
         kind = "agentic" if hf.agentic else "plain"
-        v = json.loads(row.get("template_vars") or "{}")
+        v = row.get("template_vars") or {}
+        v = json.loads(v) if isinstance(v, str) else dict(v)
         rep.turns_trained += len(targets)
-        if len(ids) != len(labels) or any(lab not in (IGNORE, t) for t, lab in zip(ids, labels)):
-            rep.fail(Failure(where, -1, "labels_not_ids", "labels == input_ids or -100", "a label differs"))
+        if len(ids) != len(labels):
+            return self._fail_all(rep, where, targets, -1, "labels_not_ids", f"{len(ids)} labels", str(len(labels)))
         if not any(lab != IGNORE for lab in labels):
             rep.reconciliation.append(f"{where} turn {row['turn']}: an example with zero trained tokens")
         if self.ref.spells_special(hf.messages[: max(targets, default=0) + 1]):
@@ -209,6 +212,11 @@ class Checker:
                         if got[at] in self.eos_ids and self.eos_ids[got[at]] not in ref.text
                         else "wrong_end_token"
                     )
+                a = e = len(pids)
+                while e < len(labels) and labels[e] != IGNORE:
+                    e += 1
+                if e > a and self.ref.decode(ids[a:e]) == ref.text:
+                    cls = "same_text_other_tokens"  # the trained run spells T_i, tokenized otherwise
                 return self._fail_all(rep, where, targets, i, cls, self._around(want, at), self._around(got, at))
             spans.append((len(pids), len(pids) + len(run), ref))
         # Turn n owns [its start, the next turn's start) (the first one also what precedes it): trained tokens
@@ -217,13 +225,15 @@ class Checker:
         bounds = [s for s, _, _ in spans[1:]] + [len(ids)]
         for n, (i, (a, b, ref)) in enumerate(zip(targets, spans)):
             region = [k for k in range(0 if n == 0 else a, bounds[n]) if trained[k]]
-            if region == list(range(a, b)):
+            if region == list(range(a, b)) and any(labels[k] != ids[k] for k in region):
+                rep.fail(Failure(where, i, "labels_not_ids", "labels == input_ids where trained", "a label differs"))
+            elif region == list(range(a, b)):
                 rep.exact += 1
                 rep.by_kind[kind][1] += 1
-                continue
-            cls = self.classify(hf, i, ids, region, ref, a, b)
-            exp, got_text = self.ref.decode(ids[a:b]), self.ref.decode([ids[k] for k in region])
-            rep.fail(Failure(where, i, cls, snippet(exp), snippet(got_text)))
+            else:
+                cls = self.classify(hf, i, ids, region, ref, a, b)
+                exp, got_text = self.ref.decode(ids[a:b]), self.ref.decode([ids[k] for k in region])
+                rep.fail(Failure(where, i, cls, snippet(exp), snippet(got_text)))
 
     def _fail_all(self, rep: TemplateReport, where: str, targets: list[int], i: int, cls: str, e: str, g: str) -> None:
         rep.fail(Failure(where, i, cls, e, g))
@@ -256,6 +266,7 @@ class Checker:
             written.setdefault(int(row["source_line"]), []).append(row)
         rejected: dict[int, dict[str, Any]] = {}
         turn_rejects: dict[int, set[int]] = {}
+        rep.rejects = len(rejects)
         for r in rejects:
             if not r.get("reason") or not r.get("message"):
                 rep.reject_problems.append(f"reject without a reason or message: {snippet(json.dumps(r), 200)}")

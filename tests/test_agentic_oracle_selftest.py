@@ -65,6 +65,7 @@ def checker() -> Checker:
 def example(checker: Checker, line: int, turn: int, turns: list[int]) -> dict[str, Any]:
     """A correct example: the turns' prompts and trained texts encoded piecewise, what follows untrained."""
     hf = to_hf(RECORDS[line - 1])
+    assert hf.trainable_turns() == hf.assistant_turns()
     ids: list[int] = []
     labels: list[int] = []
     for i in turns:
@@ -77,11 +78,13 @@ def example(checker: Checker, line: int, turn: int, turns: list[int]) -> dict[st
     return {"input_ids": ids + tail, "labels": labels + [IGNORE] * len(tail), "source_line": line, "turn": turn}
 
 
+RECORD3_REJECT = {"source_line": 3, "reason": "no_assistant_turn", "message": "corpus.jsonl:3: no assistant turn"}
+
+
 @pytest.fixture(scope="module")
 def correct(checker: Checker) -> tuple[Rows, Rejects]:
     rows = [example(checker, 1, -1, [2, 4]), example(checker, 2, 0, [1]), example(checker, 2, 1, [3])]
-    reject = {"source_line": 3, "reason": "no_assistant_turn", "message": "corpus.jsonl:3: no assistant turn"}
-    return rows, [reject]
+    return rows, [dict(RECORD3_REJECT)]
 
 
 def check(tmp_path: Path, checker: Checker, rows: Rows, rejects: Rejects) -> TemplateReport:
@@ -101,7 +104,7 @@ def check(tmp_path: Path, checker: Checker, rows: Rows, rejects: Rejects) -> Tem
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     lines = [json.dumps({"source_file": str(corpus), **r}) + "\n" for r in rejects]
     (out / "rejects.jsonl").write_text("".join(lines), encoding="utf-8")
-    return checker.check_dir(out, corpus, "own/qwen2.5")
+    return checker.check_dir(out, corpus)
 
 
 def test_correct_output_passes(tmp_path: Path, checker: Checker, correct: tuple[Rows, Rejects]) -> None:
@@ -186,6 +189,11 @@ def untrain_call(rows: Rows, rejects: Rejects) -> None:
     rows[1]["labels"] = [IGNORE] * len(rows[1]["labels"])
 
 
+def label_value(rows: Rows, rejects: Rejects) -> None:
+    a = first_run(rows[2])[0]
+    rows[2]["labels"][a] += 1
+
+
 def drop_record(rows: Rows, rejects: Rejects) -> None:
     del rows[0]
 
@@ -209,6 +217,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Rows, Rejects], None], str]] = {
     "eos where the stop is": (replace_stop("<|endoftext|>"), "eos_appended"),
     "append a trained eos": (append_eos, "eos_appended"),
     "tool call untrained": (untrain_call, "tool_calls_untrained"),
+    "a label is not its input id": (label_value, "labels_not_ids"),
     "record missing": (drop_record, "reconciliation"),
     "reject without a reason": (no_reason, "reject_problems"),
     "written and rejected": (both, "reconciliation"),
@@ -226,3 +235,45 @@ def test_corruption_is_caught(name: str, tmp_path: Path, checker: Checker, corre
         assert getattr(rep, expected), rep.format()
     else:
         assert rep.wrong >= 1 and expected in rep.classes, f"{name}: {dict(rep.classes)}\n{rep.format()}"
+
+
+# GLM-4 (trl/glm4moe): no end marker; a turn ends with the next message's header, <|observation|> after a tool
+# call and <|user|> after a reply (appended at the end of the conversation, as GLM stops on it).
+GLM = SHARED_DIR / "templates" / "trl" / "glm4moe.jinja"
+
+
+@pytest.fixture(scope="module")
+def glm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Checker, Rows]:
+    from agentic_reference import fitted_tokenizer
+
+    tok = fitted_tokenizer(GLM, tmp_path_factory.mktemp("glm-tok"))
+    checker = Checker(tok, GLM)
+    rows = [example(checker, 2, 0, [1]), example(checker, 2, 1, [3])]
+    return checker, rows
+
+
+def test_glm_next_header(tmp_path: Path, glm: tuple[Checker, Rows]) -> None:
+    checker, rows = glm
+    ends = [checker.ref.decode([row["input_ids"][first_run(row)[1] - 1]]) for row in rows]
+    assert ends == ["<|observation|>", "<|user|>"]
+    rows = copy.deepcopy(rows)
+    for row in rows:
+        row["labels"] = [IGNORE] * len(row["labels"])
+    rep = check(tmp_path, checker, [*rows, example(checker, 1, -1, [2, 4])], [RECORD3_REJECT])
+    assert rep.classes == {"tool_calls_untrained": 1, "turn_untrained": 1}, rep.format()
+    assert all("zero trained tokens" in p for p in rep.reconciliation) and len(rep.reconciliation) == 2
+
+
+@pytest.mark.parametrize("corruption", ["eos instead of <|observation|>", "no <|user|> at the end"])
+def test_glm_corruption_is_caught(corruption: str, tmp_path: Path, glm: tuple[Checker, Rows]) -> None:
+    checker, rows = glm
+    rows = copy.deepcopy(rows)
+    if corruption.startswith("eos"):
+        b = first_run(rows[0])[1]
+        rows[0]["input_ids"][b - 1] = rows[0]["labels"][b - 1] = checker.ref.encode("</s>")[0]
+        expected = "eos_appended"
+    else:
+        del rows[1]["input_ids"][-1], rows[1]["labels"][-1]
+        expected = "stop_token_absent"
+    rep = check(tmp_path, checker, [*rows, example(checker, 1, -1, [2, 4])], [RECORD3_REJECT])
+    assert rep.classes == {expected: 1}, rep.format()
