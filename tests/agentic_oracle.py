@@ -25,6 +25,12 @@ from agentic_reference import Reference, RefError, TurnRef, common_prefix_len, l
 from agentic_stops import stop_for
 
 IGNORE = -100
+# Template variables a product may set to render a record inference-consistently (tried for rejected records)
+CANDIDATE_VARS: dict[str, tuple[Any, ...]] = {
+    "enable_thinking": (True, False),
+    "truncate_history_thinking": (False,),
+    "preserve_thinking": (True,),
+}
 END_OF_TEXT = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<eos>")
 REF_CLASSES = {"prefix": "prefix_mismatch_emitted", "render": "unrenderable_emitted"}
 
@@ -55,7 +61,8 @@ class TemplateReport:
     by_kind: dict[str, list[int]] = field(default_factory=lambda: {"plain": [0, 0], "agentic": [0, 0]})
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> records
     rejected_turns: Counter[str] = field(default_factory=Counter)  # reason -> single turns dropped
-    rejected_consistent: Counter[str] = field(default_factory=Counter)  # rejected records transformers renders
+    # rejected records whose every trainable turn renders inference-consistently under some candidate V
+    rejected_renderable: Counter[str] = field(default_factory=Counter)
     rejects: int = 0  # lines in rejects.jsonl (records and single turns)
     reject_problems: list[str] = field(default_factory=list)  # rejects without a reason or a message
     reconciliation: list[str] = field(default_factory=list)
@@ -130,6 +137,7 @@ class Checker:
         names = {str(tok.eos_token or "")} | set(END_OF_TEXT)
         special = {t.content: i for i, t in tok.added_tokens_decoder.items() if t.special}
         self.eos_ids = {special[n]: n for n in names if n in special}
+        self.special_ids = frozenset(special.values())
 
     # ------------------------------------------------------------------------------------------ one turn
 
@@ -159,7 +167,7 @@ class Checker:
                 return "end_of_conversation_eos_trained" if eos[0] in ref.after else "eos_appended"
             if not text.strip():
                 return "whitespace_after_stop_trained"
-            if all(t in self.ref.tok.all_special_ids for t in after[:2]):
+            if all(t in self.special_ids for t in after[:2]):
                 return "next_header_trained"
             return self._text_class(hf.messages[i + 1 :], text) or "trained_past_stop"
         if b - 1 not in inside:
@@ -206,7 +214,7 @@ class Checker:
                 got = ids[len(pids) : len(pids) + len(want) + 4]
                 at = common_prefix_len(want, got)
                 cls = "stop_token_absent" if at == len(want) - 1 or at == len(got) else "turn_ids_differ"
-                if at == len(want) - 1 and at < len(got) and got[at] in self.ref.tok.all_special_ids:
+                if at == len(want) - 1 and at < len(got) and got[at] in self.special_ids:
                     cls = (
                         "eos_appended"
                         if got[at] in self.eos_ids and self.eos_ids[got[at]] not in ref.text
@@ -244,6 +252,23 @@ class Checker:
         return f"{len(ids)} ids, at {at}: {snippet(self.ref.decode(near), 120)} {near}"
 
     # ------------------------------------------------------------------------------------------ one directory
+
+    def renderable_under_some_v(self, hf: HFRecord) -> bool:
+        """Every trainable turn has a T_i under one of the template's candidate variables (CANDIDATE_VARS)."""
+        source = self.ref.source or str(getattr(self.ref.tok, "chat_template", "") or "")
+        names = [name for name in CANDIDATE_VARS if name in source]
+        candidates = [{}] + [{n: value} for n in names for value in CANDIDATE_VARS[n]]
+        candidates += [{"enable_thinking": True, n: CANDIDATE_VARS[n][0]} for n in names if n != "enable_thinking"]
+
+        def ok(i: int, v: dict[str, Any]) -> bool:
+            try:
+                self.ref.turn(hf.messages, hf.tools, i, v)
+                return True
+            except RefError:
+                return False
+
+        turns = hf.trainable_turns()
+        return bool(turns) and all(any(ok(i, v) for v in candidates) for i in turns)
 
     def rendered_turns(self, hf: HFRecord) -> tuple[int, int]:
         """(trainable turns transformers renders, of which inference-consistent) under V = {}."""
@@ -297,8 +322,8 @@ class Checker:
             if line in rejected:
                 reason = str(rejected[line].get("reason"))
                 rep.rejected[reason] += 1
-                if consistent and consistent == len(hf.trainable_turns()):
-                    rep.rejected_consistent[reason] += 1
+                if self.renderable_under_some_v(hf):
+                    rep.rejected_renderable[reason] += 1
                 continue
             dropped = turn_rejects.get(line, set())
             assistants = hf.assistant_turns()

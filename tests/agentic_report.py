@@ -4,7 +4,9 @@
 
 Prepares build_corpus(N) with every template (GLOB matches names like "trl/qwen3", "own/*") and prints, per
 template: trainable turns transformers renders (V = {}), turns trained, exact %, wrong, lost, reconciliation
-problems, TRL's {% generation %} variant agreement, records and single turns rejected by reason, failure classes;
+problems, TRL's {% generation %} variant agreement, records and single turns rejected by reason ("(k renderable)":
+k of them render every trainable turn inference-consistently under {} or a candidate V such as enable_thinking, so
+a refusal is a product choice there, e.g. nothing_to_train, or a missed V), failure classes;
 then exact % for plain chats vs tool/reasoning conversations, and the first failures. Needs ../shared.
 """
 
@@ -32,7 +34,13 @@ def pct(a: int, b: int) -> str:
 def row(rep: TemplateReport, trl: str) -> str:
     if rep.crash:
         return f"{rep.template:34} CRASH {rep.crash[:150]}"
-    rejected = " ".join(f"{k}:{v}" for k, v in rep.rejected.most_common()) or "-"
+    avoidable = rep.rejected_renderable
+    rejected = (
+        " ".join(
+            f"{k}:{v}" + (f"({avoidable[k]} renderable)" if avoidable[k] else "") for k, v in rep.rejected.most_common()
+        )
+        or "-"
+    )
     dropped = " ".join(f"{k}:{v}" for k, v in rep.rejected_turns.most_common()) or "-"
     classes = " ".join(f"{k}:{v}" for k, v in rep.classes.most_common()) or "-"
     problems = len(rep.reconciliation) + len(rep.reject_problems)
