@@ -75,13 +75,54 @@ def test_head_gather_equals_full_logits(attn: str) -> None:
     assert_close_grads(g1, grads(m), 1e-5)
 
 
-def test_head_is_applied_only_to_trained_positions() -> None:
+def test_head_is_applied_only_to_trained_positions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sftprep.train import loss as loss_module
+
     batch = collate_padded(random_examples(4), pad_id=0)
     m = model()
     rows: list[int] = []
     m.lm_head.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+    SFTLoss(m, fused=False)(**batch.tensors())
+    fused = loss_module.linear_cross_entropy_sum
+    monkeypatch.setattr(loss_module, "linear_cross_entropy_sum", lambda h, *a: rows.append(h.shape[0]) or fused(h, *a))
     SFTLoss(m)(**batch.tensors())
-    assert rows == [batch.n_trainable] and batch.n_trainable < batch.padded_tokens
+    assert rows == [batch.n_trainable] * 2 and batch.n_trainable < batch.padded_tokens
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_chunked_head_cross_entropy_equals_the_plain_one(bias: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several chunks (16 rows each), with and without a head bias: same loss and gradients."""
+    from sftprep.train import fused_ce
+
+    monkeypatch.setattr(fused_ce, "CHUNK_ELEMENTS", 16 * VOCAB)
+    assert fused_ce.chunk_rows(VOCAB) == 16
+    torch.manual_seed(0)
+    n, h = 53, 32
+    hidden = torch.randn(n, h, requires_grad=True)
+    head = torch.nn.Linear(h, VOCAB, bias=bias)
+    targets = torch.randint(0, VOCAB, (n,))
+    plain = torch.nn.functional.cross_entropy(head(hidden), targets, reduction="sum")
+    plain.backward()
+    expected = [hidden.grad.clone(), head.weight.grad.clone(), *([head.bias.grad.clone()] if bias else [])]
+    head.zero_grad(set_to_none=True)
+    hidden.grad = None
+    got = fused_ce.linear_cross_entropy_sum(hidden, head.weight, head.bias, targets)
+    (got * 3).backward()  # an upstream gradient scales the stored ones
+    assert torch.allclose(got, plain, rtol=1e-5)
+    actual = [hidden.grad, head.weight.grad, *([head.bias.grad] if bias else [])]
+    for a, e in zip(actual, expected):
+        assert torch.allclose(a, 3 * e, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # evaluation: no gradient work, the same loss
+        assert torch.allclose(fused_ce.linear_cross_entropy_sum(hidden, head.weight, head.bias, targets), plain)
+
+
+def test_fused_and_plain_sft_loss_agree_under_bf16_autocast() -> None:
+    batch = collate_padded(random_examples(5), pad_id=0)
+    m = model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = SFTLoss(m)(**batch.tensors())
+        plain = SFTLoss(m, fused=False)(**batch.tensors())
+    assert fused.dtype == torch.float32 and torch.allclose(fused, plain, rtol=2e-2)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sftprep.train.data import Batch
+from sftprep.train.fused_ce import linear_cross_entropy_sum
 from sftprep.types import IGNORE_INDEX
 
 
@@ -72,10 +73,15 @@ class SFTLoss(nn.Module):
     Data-parallel wrappers wrap this module (its forward is the one that runs the model).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, fused: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.fused = fused  # chunked head + cross-entropy (fused_ce.py) where the head is a plain Linear
         self._post = logits_postprocess(model.config)
+        config = model.config
+        self._plain_logits = not any(
+            getattr(config, k, None) is not None for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+        )
 
     def decoder(self) -> nn.Module:
         return self.model.get_decoder()  # type: ignore[operator]
@@ -113,6 +119,12 @@ class SFTLoss(nn.Module):
             "position_ids": position_ids,
             "seq_ids": seq_ids,
         }
+        head = self.head()
+        if self.fused and type(head) is nn.Linear and self._plain_logits:
+            assert targets is not None
+            hidden = self.hidden_states(t)
+            selected = targets != IGNORE_INDEX
+            return linear_cross_entropy_sum(hidden[selected], head.weight, head.bias, targets[selected])
         logits, selected_targets, _ = self.trained_logits(t)
         return F.cross_entropy(logits.float(), selected_targets, reduction="sum")
 

@@ -25,10 +25,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    fused = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=fused or None
-    )
+    """torch's fused AdamW kernel (CPU and CUDA; on CPU several times faster than the per-tensor loop),
+    the default implementation for sharded (DTensor) parameters."""
+    fused = cfg.sharding != "fsdp"
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=fused)
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
