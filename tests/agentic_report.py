@@ -1,6 +1,7 @@
 """Per-template exactness of sftprep on the agentic corpus (issue #18).
 
     .venv/bin/python tests/agentic_report.py [--n N] [--seed S] [--templates GLOB] [--json OUT] [--failures K]
+        [--no-trl] [--keep]
 
 Prepares build_corpus(N) with every template (GLOB matches names like "trl/qwen3", "own/*") and prints, per
 template: trainable turns transformers renders (V = {}), turns trained, exact %, wrong, lost, reconciliation
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -59,9 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every report (failures included) to this file")
     ap.add_argument("--failures", type=int, default=2, help="failure details printed per failing template")
     ap.add_argument("--no-trl", action="store_true", help="skip the comparison with TRL's training templates")
+    ap.add_argument("--keep", action="store_true", help="keep every prepared output in the work dir")
     args = ap.parse_args(argv)
-
     work = Path(tempfile.mkdtemp(prefix="agentic-report-"))
+    try:
+        return report(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args: argparse.Namespace, work: Path) -> int:
     corpus = write_jsonl(build_corpus(args.n, args.seed), work / "corpus.jsonl")
     print(f"corpus: {sum(1 for _ in corpus.open(encoding='utf-8'))} records ({corpus}), work dir {work}")
     # TRL agree: turns TRL's training template marks as we do (but for whitespace after the stop) / compared
@@ -73,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases(args.templates):
         rep = run_case(case, corpus, work, work / "tokenizers")
         cmp = None if args.no_trl else compare_trl(case, corpus, work / "tokenizers")
+        if not args.keep:  # a few MB per template and corpus record: do not let 88 of them pile up
+            shutil.rmtree(work / case.name.replace("/", "__"), ignore_errors=True)
         trl = f"{cmp.agree + cmp.whitespace}/{cmp.turns}" if cmp else "-"
         print(row(rep, trl), flush=True)
         reports.append(rep)

@@ -9,6 +9,7 @@ emitted example), reconcile (invariant 3), give every reject a reason and a mess
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def _load_each_tokenizer_once() -> Iterator[None]:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_agentic_exact(case: Case, agentic_corpus: Path, tokenizer_cache: Path, tmp_path: Path) -> None:
     rep = run_case(case, agentic_corpus, tmp_path, tokenizer_cache)
+    shutil.rmtree(tmp_path / case.name.replace("/", "__"), ignore_errors=True)  # MBs each; the report has the details
     assert rep.crash is None, f"sftprep.prepare crashed: {rep.crash}"
     assert not rep.reconciliation, "invariant 3:\n" + "\n".join(rep.reconciliation)
     assert not rep.reject_problems, "\n".join(rep.reject_problems[:10])
