@@ -141,10 +141,11 @@ class Reference:
     def turn(self, msgs: list[dict[str, Any]], tools: list[Any] | None, i: int, v: dict[str, Any]) -> TurnRef:
         prompt = self.render(msgs[:i], tools, True, v)
         full = self.render(msgs[: i + 1], tools, False, v)
-        if not full.startswith(prompt):
+        start = len(prompt) if full.startswith(prompt) else _same_but_whitespace(prompt, full)
+        if start is None:
             at = max(0, common_prefix_len(prompt, full) - 30)
             raise RefError("prefix", f"P_i {snippet(prompt[at : at + 90])} vs R_i {snippet(full[at : at + 90])}")
-        tail, tool_turn = full[len(prompt) :], bool(msgs[i].get("tool_calls"))
+        tail, tool_turn = full[start:], bool(msgs[i].get("tool_calls"))
         if self.stop.next_header:
             nxt = msgs[i + 1]["role"] if i + 1 < len(msgs) else None
             header = self.stop.header(nxt, tool_turn)
@@ -174,6 +175,28 @@ class Reference:
             return TurnRef(prompt, tail)
         cut = common_prefix_len(tail, cont[len(prompt) :])
         return TurnRef(prompt, tail[:cut], tail[cut:])
+
+
+def _same_but_whitespace(prompt: str, full: str) -> int | None:
+    """Where the turn starts in R_i when R_i renders P_i's text otherwise only in whitespace (a header indented
+    differently): after P_i's last non-whitespace character's counterpart, past the whitespace P_i ends with."""
+    squeeze = re.compile(r"\s+")
+    want = squeeze.sub("", prompt)
+    if not want:
+        return None
+    seen = 0
+    for k, ch in enumerate(full):
+        if ch.isspace():
+            continue
+        if seen == len(want) or ch != want[seen]:
+            return None
+        seen += 1
+        if seen == len(want):
+            end = k + 1
+            if prompt[-1:].isspace():
+                end += len(full[end:]) - len(full[end:].lstrip())
+            return end
+    return None
 
 
 def training_template(template: Path | None) -> Path | None:

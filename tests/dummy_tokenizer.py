@@ -47,6 +47,12 @@ MARKERS: tuple[str, ...] = (
     "<|ASSISTANT|>",  # 1020
     "<|SYSTEM|>",  # 1021
     "<pad>",  # 1022
+    "<think>",  # 1023
+    "</think>",  # 1024
+    "<tool_call>",  # 1025
+    "</tool_call>",  # 1026
+    "<|observation|>",  # 1027
+    "<|tool_response>",  # 1028
 )
 MARKER_IDS: dict[str, int] = {m: 1000 + i for i, m in enumerate(MARKERS)}
 ID_TO_MARKER: dict[int, str] = {i: m for m, i in MARKER_IDS.items()}

@@ -267,6 +267,7 @@ class Oracle:
     def render(self, messages: list[dict[str, Any]], gen: bool, tools: list[Any] | None) -> str:
         kwargs: dict[str, Any] = {"tools": tools} if tools else {}
         kwargs |= {"tokenize": False, "add_generation_prompt": gen, "chat_template": self.chat_template}
+        kwargs |= getattr(self, "vars", {})
         return str(self.tok.apply_chat_template(messages, **kwargs))
 
     def conversation(self, source_file: str, line: int) -> Conversation | Reject:
@@ -276,6 +277,8 @@ class Oracle:
 
     def check_dir(self, out_dir: str | Path, report: Report | None = None) -> Report:
         report = report or Report()
+        # trained turns sftprep left out (the template renders nothing of them to train, ...): never trained
+        self.left_out = {(r["source_file"], r["source_line"], r["turn"]) for r in read_rejects(out_dir) if "turn" in r}
         for ex in iter_output(out_dir):
             self.check_example(ex, report)
         return report
@@ -294,7 +297,13 @@ class Oracle:
         if isinstance(conv, Reject):
             return fail("source record", "a conversation", conv.message)
         assistants = [i for i, m in enumerate(conv.messages) if m.role == "assistant"]
-        trained = [i for i in assistants if conv.messages[i].weight != 0]
+        left_out = getattr(self, "left_out", set())
+        trained = [
+            i
+            for k, i in enumerate(assistants)
+            if conv.messages[i].weight != 0 and (ex["source_file"], ex["source_line"], k) not in left_out
+        ]
+        self.vars = json.loads(ex.get("template_vars") or "{}")
         targets = assistants[turn : turn + 1] if turn >= 0 else trained
         runs = trained_runs(labels)
         report.turns_checked += len(targets)

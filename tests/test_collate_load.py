@@ -16,7 +16,7 @@ import sftprep
 
 IGNORE = -100
 PAD = MARKER_IDS["<pad>"]
-COLUMNS = ["input_ids", "labels", "source_file", "source_line", "turn"]
+COLUMNS = ["input_ids", "labels", "source_file", "source_line", "turn", "template_vars"]
 
 EXAMPLES = [
     {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]},

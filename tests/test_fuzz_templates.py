@@ -124,8 +124,6 @@ def expect(name: str, msgs: list[tuple[str, str, int | None]], train_eos: bool) 
             return Expected(reject="consecutive_roles")
     if "assistant" not in roles:
         return Expected(reject="no_assistant_turn")
-    if "user" not in roles:
-        return Expected(reject="no_user_turn")
     out = render(name, msgs, train_eos)
     if out.reject is None and not out.runs:
         return Expected(reject="no_trainable_tokens")

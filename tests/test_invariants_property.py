@@ -82,6 +82,9 @@ def acceptable_reject(record: dict[str, Any], reject: dict[str, Any], specials: 
         return True
     if any(s in m["content"] for m in msgs for s in specials):
         return True
+    if reject["reason"] == "nothing_to_train":  # a reply with no content and no call: only a marker to train
+        trained = [m for m in msgs if m["role"] == "assistant" and m.get("weight") != 0]
+        return all(not m["content"].strip() and not m.get("tool_calls") for m in trained)
     return reject["reason"] == "generation_prompt_mismatch" and any("reasoning_content" in m for m in msgs)
 
 

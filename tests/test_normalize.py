@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from normalize_helpers import FILE, LINE, A, U, chat, norm, ok, rejected  # noqa: F401
 
+from sftprep.templates.hf_messages import message_to_hf
 from sftprep.types import Message, ToolCall
 
 # ---------------------------------------------------------------------------- "messages" format
@@ -92,20 +93,23 @@ def test_openai_tool_calls_and_tool_message() -> None:
         "tools": [{"type": "function", "function": {"name": "takeoff"}}],
     }
     conv = ok(data)
-    assert conv.messages[1] == Message("assistant", "", tool_calls=(ToolCall("takeoff", '{"h": 100}', "call_1"),))
+    calls = (ToolCall("takeoff", '{"h": 100}', "call_1"),)
+    assert conv.messages[1] == Message("assistant", "", tool_calls=calls, content_null=True)  # no key, as transformers
     assert conv.messages[2] == Message("tool", "ok", name="takeoff", tool_call_id="call_1")
     assert conv.messages[3] == Message("assistant", "up", reasoning="it worked")
     assert conv.tools == ({"type": "function", "function": {"name": "takeoff"}},)
 
 
-def test_missing_content_with_tool_calls_is_empty_string() -> None:
+def test_missing_content_with_tool_calls_is_no_content() -> None:
     data = {
         "messages": [
             {"role": "user", "content": "fly"},
             {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
         ]
     }
-    assert ok(data).messages[1] == Message("assistant", "", tool_calls=(ToolCall("f", "{}"),))
+    msg = ok(data).messages[1]
+    assert msg == Message("assistant", "", tool_calls=(ToolCall("f", "{}"),), content_null=True)
+    assert "content" not in message_to_hf(msg)  # transformers drops a None content: templates see no key
 
 
 def test_reasoning_key() -> None:
@@ -323,5 +327,7 @@ def test_no_assistant_turn() -> None:
     assert "[system, user]" in r.message
 
 
-def test_no_user_turn() -> None:
-    rejected(chat(("system", "s"), ("assistant", "a")), "no_user_turn", "record")
+def test_no_user_turn_is_kept_unless_required() -> None:
+    conv = ok(chat(("system", "s"), ("assistant", "a")))  # valid in OpenAI's format; templates render it
+    assert [m.role for m in conv.messages] == ["system", "assistant"]
+    rejected(chat(("system", "s"), ("assistant", "a")), "no_user_turn", "record", require_user_turn=True)

@@ -104,8 +104,9 @@ def test_toy_chat_bad_rows_rejected_rest_normalize() -> None:
     results = _normalize_file("openai_cookbook/toy_chat_fine_tuning.jsonl")
     assert len(results) == 5
     rejects = {r.line: r.reason for r in results if isinstance(r, Reject)}
-    assert rejects == {4: "no_user_turn"}  # system + assistant, no user
-    assert len(_conversations(results)) == 4
+    assert rejects == {}  # line 4 is system + assistant, no user: valid, kept (--require-user-turn refuses it)
+    assert [m.role for m in _conversations(results)[3].messages] == ["system", "assistant"]
+    assert len(_conversations(results)) == 5
 
 
 @pytest.mark.shared
@@ -124,5 +125,6 @@ def test_drone_training_tool_calls() -> None:
     convs = _conversations(_normalize_file("openai_cookbook/drone_training.jsonl"))
     assert len(convs) == 103
     msg = convs[0].messages[2]
-    assert msg == Message("assistant", "", tool_calls=(ToolCall("takeoff_drone", '{"altitude": 100}', "call_id"),))
+    calls = (ToolCall("takeoff_drone", '{"altitude": 100}', "call_id"),)
+    assert msg == Message("assistant", "", tool_calls=calls, content_null=True)
     assert convs[0].tools and convs[0].tools[0]["type"] == "function"

@@ -65,6 +65,7 @@ def _features(datasets: Any) -> Any:
             "source_file": v("string"),
             "source_line": v("int64"),
             "turn": v("int32"),
+            "template_vars": v("string"),
         }
     )
 

@@ -222,16 +222,20 @@ def _content_parts(parts: list[Any], path: str, role: str) -> tuple[str, str | N
     return "".join(texts), "\n".join(reasoning) if reasoning else None, calls
 
 
-def _reasoning_field(item: Mapping[str, Any], path: str, role: str) -> str | None:
-    key = "reasoning_content" if item.get("reasoning_content") is not None else "reasoning"
-    value = item.get(key)
-    if value is None:
-        return None
+REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # transformers' names, in its order
+
+
+def _reasoning_field(item: Mapping[str, Any], path: str, role: str) -> tuple[str | None, str | None]:
+    """(the reasoning, the record's name for it) from the first of REASONING_FIELDS that is set."""
+    key = next((k for k in REASONING_FIELDS if item.get(k) is not None), None)
+    if key is None:
+        return None, None
+    value = item[key]
     if not isinstance(value, str):
         raise wrong_type(f"{path}.{key}", "a string", value)
     if role != "assistant":
         raise _assistant_only("unsupported_content", f"{path}.{key}", "reasoning", role)
-    return value
+    return value, key
 
 
 def _optional_str(item: Mapping[str, Any], key: str, path: str) -> str | None:
@@ -260,12 +264,13 @@ def openai_message(item: Any, path: str, role_map: Mapping[str, str] | None) -> 
         if role != "assistant":
             raise _assistant_only("invalid_tool_call", f"{path}.tool_calls", "tool calls", role)
         calls = _openai_tool_calls(raw_calls, f"{path}.tool_calls") + calls
+    content_null = content is None
     if content is None:
         if not calls:
             fix = "give the message content (null is allowed only with tool_calls)"
             raise _null(f"{path}.content", item, "content", fix)
         content = ""
-    extra = _reasoning_field(item, path, role)
+    extra, field = _reasoning_field(item, path, role)
     if extra is not None:
         reasoning = extra if reasoning is None else f"{extra}\n{reasoning}"
     return Message(
@@ -276,6 +281,8 @@ def openai_message(item: Any, path: str, role_map: Mapping[str, str] | None) -> 
         reasoning,
         _optional_str(item, "name", path),
         _optional_str(item, "tool_call_id", path),
+        content_null=content_null,
+        reasoning_field=field if field != "reasoning_content" else None,
     )
 
 

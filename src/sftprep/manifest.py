@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from sftprep import __version__
@@ -42,27 +42,24 @@ class Stats:
     special_tokens_in_content: int = 0
     generation_tag_disagreements: int = 0
     reasoning_not_rendered: int = 0  # assistant messages whose reasoning the template leaves out
+    # trained turns: how each was made consistent (mode:*), how it ends (stop:*), what the template drops
+    turns: Counter[str] = field(default_factory=Counter)
+    turns_rejected_by_reason: Counter[str] = field(default_factory=Counter)
 
     def merge(self, other: Stats) -> None:
-        """Add another batch's counts (batches may come from worker processes)."""
-        for name, f in other.files.items():
-            mine = self._file(name)
-            for key, value in f.__dict__.items():
-                setattr(mine, key, getattr(mine, key) + value)
-        self.rejected_by_reason.update(other.rejected_by_reason)
-        self.dropped_examples.update(other.dropped_examples)
-        for key in (
-            "tokens",
-            "trainable_tokens",
-            "truncated",
-            "boundary_merges",
-            "split_for_tokenization",
-            "split_conversations",
-            "special_tokens_in_content",
-            "generation_tag_disagreements",
-            "reasoning_not_rendered",
-        ):
-            setattr(self, key, getattr(self, key) + getattr(other, key))
+        """Add another batch's counts (batches may come from worker processes): every field, so a new
+        counter is never lost."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "files":
+                for name, counts in theirs.items():
+                    target = self._file(name)
+                    for key, value in counts.__dict__.items():
+                        setattr(target, key, getattr(target, key) + value)
+            elif isinstance(mine, Counter):
+                mine.update(theirs)
+            else:
+                setattr(self, f.name, mine + theirs)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "files"}
@@ -71,10 +68,11 @@ class Stats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stats:
-        stats = cls(**{k: v for k, v in d.items() if k not in ("files", "rejected_by_reason", "dropped_examples")})
+        counters = [f.name for f in fields(cls) if f.name != "files" and f.type in ("Counter[str]",)]
+        stats = cls(**{k: v for k, v in d.items() if k not in ("files", *counters)})
         stats.files = {name: FileCounts(**f) for name, f in d["files"].items()}
-        stats.rejected_by_reason = Counter(d["rejected_by_reason"])
-        stats.dropped_examples = Counter(d["dropped_examples"])
+        for name in counters:
+            setattr(stats, name, Counter(d.get(name, {})))
         return stats
 
     def touch(self, name: str) -> None:
@@ -85,6 +83,9 @@ class Stats:
 
     def read(self, name: str) -> None:
         self._file(name).records_read += 1
+
+    def turn_rejected(self, reason: str) -> None:
+        self.turns_rejected_by_reason[reason] += 1
 
     def rejected(self, name: str, reason: str) -> None:
         self._file(name).records_rejected += 1
@@ -97,6 +98,8 @@ class Stats:
         self.special_tokens_in_content += max((len(u.special_in_content) for u in p.units), default=0)
         self.generation_tag_disagreements += sum(u.tag_disagreements for u in p.units)
         self.reasoning_not_rendered += reasoning_not_rendered(p)
+        for u in p.units:
+            self.turns.update(u.counts)
 
     def example(self, name: str, e: Encoded) -> None:
         self._file(name).examples += 1
@@ -132,11 +135,18 @@ def reasoning_not_rendered(p: Prepared) -> int:
 def _template_record(opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> dict[str, Any]:
     from sftprep.templates.base import RenderOptions
 
-    marker = template.end_of_turn(RenderOptions(bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""))
+    ropts = RenderOptions(
+        bos_token=tok.bos_token or "",
+        eos_token=tok.eos_token or "",
+        template_vars=opts.template_vars,
+        special_tokens_map=tok.special_tokens_map,
+    )
+    marker = template.end_of_turn(ropts)
     return {
         "name": template.name,
         "sha256": template_sha256(template),
         "end_of_turn": marker,
+        "end_of_turn_is_token": marker is None or tok.token_to_id(marker) is not None,
         # no marker in the template: the tokenizer's eos is appended to each trained turn
         "eos_appended": marker is None and opts.train_on_eos and bool(tok.eos_token),
         "text": template.source_text,
@@ -171,6 +181,8 @@ def build_manifest(
         "special_tokens_in_content": stats.special_tokens_in_content,
         "generation_tag_disagreements": stats.generation_tag_disagreements,
         "reasoning_not_rendered": stats.reasoning_not_rendered,
+        "turns": dict(sorted(stats.turns.items())),
+        "turns_rejected_by_reason": dict(sorted(stats.turns_rejected_by_reason.items())),
         "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
         "shards": shards,
         "tokenizer": {

@@ -84,8 +84,11 @@ def normalize_conversations(
     fmt: str = "auto",
     role_map: Mapping[str, str] | None = None,
     merge_consecutive: bool = False,
+    require_user_turn: bool = False,
 ) -> Conversation | Reject:
     """Turn one RawRecord into a Conversation, or a Reject with a stable `reason` and a readable message.
+    A conversation without a user message ([system, assistant]: valid in OpenAI's format) is kept unless
+    `require_user_turn`.
 
     Raises ConfigError only for an unknown `fmt` (a caller error, not bad data).
     """
@@ -97,7 +100,7 @@ def normalize_conversations(
         message = f"{where}: {text}; fix: {_READER_FIXES[kind]}"
         return Reject(raw.source_file, raw.line, kind, message, raw.data, raw.raw_text)
     try:
-        return _normalize(raw, fmt, role_map, merge_consecutive)
+        return _normalize(raw, fmt, role_map, merge_consecutive, require_user_turn)
     except Invalid as exc:
         message = f"{where}: {exc.path}: {exc.detail}"
         return Reject(raw.source_file, raw.line, exc.reason, message, raw.data, raw.raw_text)
@@ -163,7 +166,9 @@ def _keys(data: Mapping[str, Any]) -> str:
     return f"[{shown}{', ...' if len(keys) > 20 else ''}]"
 
 
-def _normalize(raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, merge_consecutive: bool) -> Conversation:
+def _normalize(
+    raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, merge_consecutive: bool, require_user_turn: bool
+) -> Conversation:
     data = raw.data
     if not isinstance(data, dict):
         raise invalid("not_object", "record", "a JSON object", type(data).__name__, _READER_FIXES["not_object"])
@@ -180,7 +185,7 @@ def _normalize(raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, mer
     else:
         detected = _forced_format(data, fmt)
     parsed = _PARSERS[detected](data, role_map)
-    messages = check_roles(parsed.messages, parsed.paths, merge_consecutive)
+    messages = check_roles(parsed.messages, parsed.paths, merge_consecutive, require_user_turn)
     return Conversation(
         messages=tuple(messages),
         source_file=raw.source_file,
@@ -195,7 +200,9 @@ def _normalize(raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, mer
 # ---------------------------------------------------------------------------- structure checks
 
 
-def check_roles(messages: list[Message], paths: list[str], merge_consecutive: bool) -> list[Message]:
+def check_roles(
+    messages: list[Message], paths: list[str], merge_consecutive: bool, require_user_turn: bool = False
+) -> list[Message]:
     """Check the role sequence; merge consecutive same-role messages when asked. Raises Invalid."""
     if not messages:
         raise invalid("empty_messages", "record", "at least one message", "none", "drop the record")
@@ -233,13 +240,13 @@ def check_roles(messages: list[Message], paths: list[str], merge_consecutive: bo
             f"roles {_roles(out)}",
             "add the assistant's answer, or drop the record",
         )
-    if not has_user:
+    if require_user_turn and not has_user:
         raise invalid(
             "no_user_turn",
             "record",
-            "at least one user message",
+            "at least one user message (--require-user-turn)",
             f"roles {_roles(out)}",
-            "add the user's turn (or map a role to user with --role-map OLD=user), or drop the record",
+            "add the user's turn, map a role to user with --role-map OLD=user, or drop --require-user-turn",
         )
     return out
 

@@ -19,6 +19,9 @@ SCHEMA = pa.schema(
         ("source_file", pa.string()),
         ("source_line", pa.int64()),
         ("turn", pa.int32()),
+        # the template variables beyond the defaults the example was rendered with (a JSON object, "{}"): with
+        # them anyone rebuilds the exact prompt (a reasoning switch chosen per turn, the user's --template-var)
+        ("template_vars", pa.string()),
     ]
 )
 SHARD_PATTERN = "data-{:05d}.parquet"
@@ -46,13 +49,23 @@ class ShardWriter:
         self._files: list[str] = []
         self._lines: list[int] = []
         self._turns: list[int] = []
+        self._vars: list[str] = []
 
-    def add(self, input_ids: np.ndarray, labels: np.ndarray, source_file: str, line: int, turn: int) -> None:
+    def add(
+        self,
+        input_ids: np.ndarray,
+        labels: np.ndarray,
+        source_file: str,
+        line: int,
+        turn: int,
+        template_vars: str = "{}",
+    ) -> None:
         self._ids.append(input_ids)
         self._labels.append(labels)
         self._files.append(source_file)
         self._lines.append(line)
         self._turns.append(turn)
+        self._vars.append(template_vars)
         if len(self._ids) >= self.row_group_size:
             self._write_row_group()
 
@@ -73,6 +86,7 @@ class ShardWriter:
                 _string_array(self._files),
                 _from_numpy(np.array(self._lines, dtype=np.int64), pa.int64()),
                 _from_numpy(np.array(self._turns, dtype=np.int32), pa.int32()),
+                _string_array(self._vars),
             ],
             schema=SCHEMA,
         )

@@ -5,7 +5,8 @@ Records are processed in batches: one Rust encode call per batch (see run.py for
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from sftprep.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
 from sftprep.templates.loader import load_template
 from sftprep.tokenizer import BPETokenizer
-from sftprep.truncation import drop_oldest_exchange, truncate_right
+from sftprep.truncation import drop_oldest_exchange, only_turn, truncate_right
 from sftprep.types import Conversation, RawRecord, Reject, RenderedConversation
 
 
@@ -59,6 +60,8 @@ class BatchResult:
     stats: Stats
     examples: list[tuple[str, int, int, np.ndarray, np.ndarray]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # per example, the template variables beyond the defaults it was rendered with (a JSON object)
+    example_vars: list[str] = field(default_factory=list)
 
 
 class Preparer:
@@ -75,6 +78,11 @@ class Preparer:
             train_reasoning=opts.train_reasoning,
             train_tool_calls=opts.train_tool_calls,
             template_vars=opts.template_vars,
+            special_tokens_map=tok.special_tokens_map,
+            reasoning_mode=opts.reasoning_mode,
+            train_marker_only=opts.train_marker_only,
+            render_timeout=opts.render_timeout,
+            max_chars=opts.max_chars,
         )
         self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
         _ = tok.fast, tok.literal_cache  # built once here, before any worker process forks
@@ -83,7 +91,7 @@ class Preparer:
     # -- per record ------------------------------------------------------------------------------
     def render_record(self, raw: RawRecord) -> Prepared:
         opts = self.opts
-        conv = normalize_conversations(raw, opts.format, opts.role_map, opts.merge_consecutive)
+        conv = normalize_conversations(raw, opts.format, opts.role_map, opts.merge_consecutive, opts.require_user_turn)
         if isinstance(conv, Reject):
             return Prepared(raw, reject=conv)
         conv = maybe_add_system_prompt(conv, opts.system_prompt, opts.system_policy)
@@ -157,8 +165,13 @@ class Preparer:
                 self.stats.rejected(source, p.reject.reason)
                 continue
             self.stats.count_record(p)
+            for u in p.units:
+                for r in u.dropped_turns:
+                    result.rejects.append(replace(r, record=p.raw.data, raw_text=p.raw.raw_text))
+                    self.stats.turn_rejected(r.reason)
             for e in p.encoded:
                 result.examples.append((source, p.raw.line, e.rendered.turn, e.input_ids, e.labels))
+                result.example_vars.append(json.dumps(e.rendered.template_vars, sort_keys=True, ensure_ascii=False))
                 self.stats.example(source, e)
         return result
 
@@ -208,11 +221,10 @@ class Preparer:
         kept: list[Encoded] = []
         reasons: list[str] = []
         for e in p.encoded:
-            e2, reason = self._fit(p, e)
-            if e2 is None:
+            fitted, reason = self._fit(p, e)
+            if not fitted:
                 reasons.append(reason)
-            else:
-                kept.append(e2)
+            kept += fitted
         p.encoded = kept
         if not kept:
             reason = reasons[0] if reasons else "no_trainable_tokens"
@@ -220,39 +232,54 @@ class Preparer:
         else:
             self.stats.dropped_examples.update(reasons)
 
-    def _fit(self, p: Prepared, e: Encoded) -> tuple[Encoded | None, str]:
+    def _fit(self, p: Prepared, e: Encoded) -> tuple[list[Encoded], str]:
         max_len = self.opts.max_length
+        kept = [e]
         if max_len is not None and len(e.input_ids) > max_len:
             if self.opts.truncation == "drop":
-                return None, "too_long"
+                return [], "too_long"
             if self.opts.truncation == "history":
-                e2 = self._drop_history(p, e)
-                if e2 is None:
-                    return None, "too_long"
-                e = e2
+                shorter = self._drop_history(p, e)
+                if shorter is None:
+                    return [], "too_long"
+                kept = shorter
             else:
-                e = truncate_right(e, max_len)
-            if e.num_trainable == 0:
-                return None, "no_trainable_tokens"
-            self.stats.truncated += 1  # counted only for examples that are written
-        if e.num_trainable == 0:
-            return None, "no_trainable_tokens"
-        return e, ""
+                kept = [truncate_right(e, max_len)]
+            kept = [x for x in kept if x.num_trainable]
+            self.stats.truncated += len(kept)  # counted only for examples that are written
+        kept = [x for x in kept if x.num_trainable]
+        return kept, "" if kept else "no_trainable_tokens"
 
-    def _drop_history(self, p: Prepared, e: Encoded) -> Encoded | None:
+    def _drop_history(self, p: Prepared, e: Encoded) -> list[Encoded] | None:
+        """Drop the oldest exchanges of `e`'s conversation until every example it renders to fits."""
         conv = e.rendered.conversation
+        k = e.rendered.turn
+        if k >= 0:  # an example of one turn: the conversation through that turn, only it trained
+            found = only_turn(conv, k)
+            if found is None:
+                return None
+            conv = found[0]
         max_len = self.opts.max_length or 0
+        dropped_assistants = 0
         while True:
             shorter = drop_oldest_exchange(conv)
             if shorter is None:
                 return None
-            conv = shorter
+            dropped_assistants += _assistants(conv) - _assistants(shorter[0])
+            conv = shorter[0]
             q = self._render(Prepared(p.raw, conv=conv))
             if q.reject is not None:
                 return None
             self._encode([q])
-            if len(q.encoded) == 1 and len(q.encoded[0].input_ids) <= max_len:
-                return q.encoded[0]
+            if q.encoded and all(len(x.input_ids) <= max_len for x in q.encoded):
+                for x in q.encoded:  # the turn column counts the source conversation's assistant turns
+                    turn = x.rendered.turn
+                    x.rendered.turn = k if k >= 0 else turn + dropped_assistants if turn >= 0 else -1
+                return q.encoded
+
+
+def _assistants(conv: Conversation) -> int:
+    return sum(1 for m in conv.messages if m.role == "assistant")
 
 
 def _check_text(r: RenderedConversation, opts: PrepareOptions) -> Reject | None:
@@ -283,10 +310,15 @@ def _check_text(r: RenderedConversation, opts: PrepareOptions) -> Reject | None:
 
 def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:
     where = f"{p.raw.source_file}:{p.raw.line}"
+    if reason == "too_long" and opts.truncation == "history":
+        return (
+            f"{where}: even its last exchange is longer than --max-length {opts.max_length} tokens; fix: raise "
+            "--max-length, or use --truncation right (keeps the first tokens)"
+        )
     if reason == "too_long":
         return (
-            f"{where}: longer than --max-length {opts.max_length} tokens with --truncation "
-            f"{opts.truncation}; fix: raise --max-length or use --truncation right|history"
+            f"{where}: longer than --max-length {opts.max_length} tokens; fix: raise --max-length, or use "
+            "--truncation history (drops the oldest exchanges) or --truncation right (keeps the first tokens)"
         )
     return (
         f"{where}: no trainable token left (mask {opts.mask!r}, message weights, truncation); "

@@ -39,7 +39,7 @@ def split_turns(r: RenderedConversation) -> list[RenderedConversation]:
     if r.turn >= 0:
         return [r]
     out = []
-    for t in r.trained_turns:
+    for k, t in enumerate(r.trained_turns):
         turns = [_with_trained(u, u is t) for u in r.turns if u.end <= t.end]
         out.append(
             replace(
@@ -48,6 +48,8 @@ def split_turns(r: RenderedConversation) -> list[RenderedConversation]:
                 turns=turns,
                 turn=t.assistant_index,
                 special_in_content=[s for s in r.special_in_content if s.end <= t.end],
+                counts=r.counts if k == 0 else {},  # the record's counts and dropped turns, once
+                dropped_turns=r.dropped_turns if k == 0 else [],
             )
         )
     return out

@@ -241,9 +241,10 @@ def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, stri
     if strict and result.rejects:
         raise StrictModeError(result.rejects[0])
     for r in result.rejects:
-        rejects.add(r)
-    for source, line, turn, ids, labels in result.examples:
-        shards.add(ids, labels, source, line, turn)
+        rejects.add(r, r.turn)
+    template_vars = result.example_vars or ["{}"] * len(result.examples)
+    for (source, line, turn, ids, labels), tv in zip(result.examples, template_vars, strict=True):
+        shards.add(ids, labels, source, line, turn, tv)
 
 
 def _results(opts: PrepareOptions, preparer: Preparer, batches: Iterator[list[RawRecord]]) -> Iterator[BatchResult]:

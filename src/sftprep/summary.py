@@ -44,7 +44,13 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
             "template does not render: it is neither context nor trained (use a template that renders "
             "reasoning_content, e.g. qwen3, or fold it into the content)"
         )
+    _turn_warnings(manifest, console)
     template = manifest.get("template", {})
+    if template.get("end_of_turn") and template.get("end_of_turn_is_token") is False:
+        console.print(
+            f"  [yellow]warning:[/] the end-of-turn text {escape(repr(template['end_of_turn']))} is not one token of "
+            "the tokenizer: generation would not stop on it (add it as a special token to the tokenizer)"
+        )
     if template.get("eos_appended"):
         console.print(
             f"  [yellow]warning:[/] template {escape(str(template.get('name')))} has no end-of-turn marker: the "
@@ -58,6 +64,35 @@ def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> 
     if manifest["records_rejected"]:
         where = escape(str(out_dir / "rejects.jsonl"))
         console.print(f"  [yellow]warning:[/] see {where} for each rejected record and why")
+
+
+_TURN_NOTES = {
+    "mode:switch": "trained turns rendered with a reasoning switch of the template (recorded per example in "
+    "the template_vars column)",
+    "mode:aligned": "trained turns whose prompt the template renders differently from the turn (header "
+    "whitespace, a pre-filled empty think block): trained after the prompt as the model sees it",
+    "reasoning_dropped": "trained turns whose reasoning no setting of the template renders after its prompt: "
+    "trained without it",
+}
+_TURN_WARNINGS = {
+    "content_not_rendered": "trained turns whose content the template does not render (not trained)",
+    "tool_calls_not_rendered": "tool calls the template does not render (not trained)",
+    "stop:eos_appended": "trained turns ended by the tokenizer's eos, which the template never renders",
+    "stop:none": "trained turns with no stop token: the model is not taught to stop",
+    "stop_not_special": "trained turns whose stop is not a token of the tokenizer",
+}
+
+
+def _turn_warnings(manifest: dict[str, Any], console: Console) -> None:
+    turns = manifest.get("turns", {})
+    for key, text in _TURN_NOTES.items():
+        if turns.get(key):
+            console.print(f"  [cyan]note:[/] {turns[key]} {text}")
+    for key, text in _TURN_WARNINGS.items():
+        if turns.get(key):
+            console.print(f"  [yellow]warning:[/] {turns[key]} {text}")
+    for reason, n in manifest.get("turns_rejected_by_reason", {}).items():
+        console.print(f"  [yellow]turns left out[/] {n} x {escape(reason)} (in rejects.jsonl with their turn)")
 
 
 def require_examples(manifest: dict[str, Any], out_dir: Path) -> None:

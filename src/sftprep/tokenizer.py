@@ -132,6 +132,22 @@ class BPETokenizer:
         self.tokenizer = drop_identities(backend)
         self.loader = "transformers"
 
+    @cached_property
+    def special_tokens_map(self) -> tuple[tuple[str, str], ...]:
+        """The named special tokens a chat template sees, as transformers passes them (`tokenizer.
+        special_tokens_map`): every `*_token` of tokenizer_config.json that is set; bos/eos/pad otherwise."""
+        named = {}
+        for key, value in self.config.items():
+            if not key.endswith("_token") or key.startswith("add_"):
+                continue
+            text = value.get("content") if isinstance(value, dict) else value
+            if isinstance(text, str):
+                named[key] = text
+        for key, text in (("bos_token", self.bos_token), ("eos_token", self.eos_token), ("pad_token", self.pad_token)):
+            if text and key not in named:
+                named[key] = text
+        return tuple(named.items())
+
     # -- vocabulary ------------------------------------------------------------------------------
     @cached_property
     def added_tokens(self) -> tuple[str, ...]:

@@ -47,6 +47,9 @@ class Message:
     `input` is set only for Alpaca records (the optional `input` field), so templates that
     have a with-input variant can render it; for all other templates the user text is
     `full_content` (content, blank line, input).
+    `content_null`: the record's content was null or absent (a tool-call message): templates see no
+    content key, as transformers passes it. `reasoning_field`: the record's name for the reasoning when
+    it was not `reasoning_content` (transformers passes that name too).
     """
 
     role: Role
@@ -57,6 +60,8 @@ class Message:
     name: str | None = None
     tool_call_id: str | None = None
     input: str | None = None
+    content_null: bool = False
+    reasoning_field: str | None = None
 
     @property
     def full_content(self) -> str:
@@ -89,6 +94,7 @@ class Reject:
     message: str  # human sentence: field path, what was expected, the fix or flag
     record: Any = None
     raw_text: str | None = None
+    turn: int | None = None  # set when one assistant turn is dropped, not the record
 
     def location(self) -> str:
         return f"{self.source_file}:{self.line}"
@@ -135,6 +141,13 @@ class RenderedConversation:
     turn: int = -1
     # trained turns whose derived span differs from the template's {% generation %} ranges
     tag_disagreements: int = 0
+    # template variables beyond the defaults this text was rendered with (the user's and a chosen reasoning
+    # switch): anyone rebuilds the exact prompt with them
+    template_vars: dict[str, Any] = field(default_factory=dict)
+    # what happened to this example's turns (manifest counters: modes, content a template drops, ...)
+    counts: dict[str, int] = field(default_factory=dict)
+    # trained turns left out of this conversation, and why (written to rejects.jsonl with their turn)
+    dropped_turns: list[Reject] = field(default_factory=list)
 
     @property
     def trained_turns(self) -> list[TurnSpan]:

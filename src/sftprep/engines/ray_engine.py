@@ -165,15 +165,17 @@ class _Sink:
     def take(self, table: pa.Table) -> None:
         col = {name: table.column(name).to_pylist() for name in ("kind", "batch", "source_file", "source_line")}
         ids, labels = _rows_of(table.column("input_ids")), _rows_of(table.column("labels"))
-        turns, rejects, stats = (table.column(n).to_pylist() for n in ("turn", REJECT, STATS))
+        turns, tvars, rejects, stats = (table.column(n).to_pylist() for n in ("turn", "template_vars", REJECT, STATS))
         for i, kind in enumerate(col["kind"]):
             self._enter(col["batch"][i])
             if kind == EXAMPLE:
-                self.shards.add(ids(i), labels(i), col["source_file"][i], col["source_line"][i], turns[i])
+                source, line = col["source_file"][i], col["source_line"][i]
+                self.shards.add(ids(i), labels(i), source, line, turns[i], tvars[i])
             elif kind == REJECT and self.strict:
                 raise StrictModeError(reject_from_json(rejects[i]))
             elif kind == REJECT:
-                self.rejects.add(reject_from_json(rejects[i]))
+                r = reject_from_json(rejects[i])
+                self.rejects.add(r, r.turn)
             else:
                 counts = Stats.from_dict(json.loads(stats[i]))
                 self.stats.merge(counts)
@@ -345,9 +347,15 @@ def result_table(parts: list[tuple[int | None, BatchResult]]) -> pa.Table:
     """BatchResults -> OUT_SCHEMA rows: per batch its stats row, its rejects, then its examples."""
     rows: list[tuple[Any, ...]] = []  # in OUT_SCHEMA order: kind, batch, *SCHEMA, reject, stats
     for batch, res in parts:
-        rows.append((STATS, batch, None, None, None, None, None, None, json.dumps(res.stats.to_dict())))
-        rows += [(REJECT, batch, None, None, r.source_file, r.line, None, reject_to_json(r), None) for r in res.rejects]
-        rows += [(EXAMPLE, batch, ids, labels, f, n, turn, None, None) for f, n, turn, ids, labels in res.examples]
+        rows.append((STATS, batch, None, None, None, None, None, None, None, json.dumps(res.stats.to_dict())))
+        rows += [
+            (REJECT, batch, None, None, r.source_file, r.line, None, None, reject_to_json(r), None) for r in res.rejects
+        ]
+        tvars = res.example_vars or ["{}"] * len(res.examples)
+        rows += [
+            (EXAMPLE, batch, ids, labels, f, n, turn, tv, None, None)
+            for (f, n, turn, ids, labels), tv in zip(res.examples, tvars, strict=True)
+        ]
     cols = list(zip(*rows)) if rows else [[] for _ in OUT_SCHEMA]
     arrays = [_lists(c) if pa.types.is_list(f.type) else pa.array(c, f.type) for c, f in zip(cols, OUT_SCHEMA)]
     return pa.Table.from_arrays(arrays, schema=OUT_SCHEMA)

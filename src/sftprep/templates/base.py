@@ -21,6 +21,18 @@ class RenderOptions:
     train_reasoning: bool = True
     train_tool_calls: bool = True
     template_vars: dict[str, Any] = field(default_factory=dict)
+    # the tokenizer's named special tokens (bos_token, eos_token, pad_token, ...) as transformers passes them
+    # to a template; empty: bos_token and eos_token above
+    special_tokens_map: tuple[tuple[str, str], ...] = ()
+    reasoning_mode: str = "auto"
+    train_marker_only: bool = False
+    render_timeout: float = 10.0
+    max_chars: int = 8_000_000
+
+    def token_variables(self) -> dict[str, Any]:
+        if self.special_tokens_map:
+            return dict(self.special_tokens_map)
+        return {"bos_token": self.bos_token, "eos_token": self.eos_token}
 
 
 class ChatTemplate(Protocol):

@@ -1,26 +1,44 @@
 """A Hugging Face Jinja chat template as a ChatTemplate: exact trainable spans without generation tags.
 
-For each assistant turn i the text the model sees at inference is P_i = render(history, generation
-prompt). When every P_i is a prefix of the full render, the conversation is one example and turn i's
-trainable region is the full text from len(P_i) through the end-of-turn marker. Otherwise each turn is
-rendered on its own (history + generation prompt, then the turn), exactly as at inference.
+The rule, for every trained assistant turn i (derived by rendering, never from model names):
+  P_i = render(messages[:i], add_generation_prompt=True)   the prompt the model sees at inference
+  R_i = render(messages[:i+1])                              the conversation through the turn
+R_i must start with P_i (else another setting of the template's reasoning switch is tried: modes.py); what
+the model generates is R_i's rest through the token the engine stops at (turns.py). When every P_i + turn
+is a prefix of the conversation's full render, the conversation is one example; otherwise each turn is its
+own example: P_i followed by its completion, exactly as at inference.
+
+Messages are passed as transformers passes them (hf_messages.py): no content key where the
+record's content is null, reasoning under `reasoning_content` and `thinking`, `tools=None` without tools.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import jinja2
 
+from sftprep.templates.assemble import to_rendered
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
+from sftprep.templates.derive import Derivation, TurnResult, probe_stop
 from sftprep.templates.hf_jinja import (
     TemplateRaised,
+    TemplateTimeout,
     compile_template,
     has_generation_tags,
     render,
+    render_budget,
     template_variables,
+)
+from sftprep.templates.hf_messages import message_to_hf, without_reasoning
+from sftprep.templates.modes import (
+    DEFAULT,
+    PROBE_USER,
+    Setting,
+    candidates,
+    discover_switches,
+    renders_reasoning,
 )
 from sftprep.templates.opacity import content_opaque
 from sftprep.templates.skeleton import (
@@ -32,61 +50,25 @@ from sftprep.templates.skeleton import (
     shape_key,
 )
 from sftprep.templates.spec import render_verbatim
-from sftprep.templates.turn_alignment import common_prefix_len, completion_start, marker_between, turn_end
-from sftprep.types import Conversation, Message, Reject, RenderedConversation, Span, TurnSpan
+from sftprep.templates.turns import Specials
+from sftprep.types import Conversation, Reject, RenderedConversation
 
-PROBE_USER = "Hello sftprep probe"
-PROBE_REPLY = "SFTPREP_PROBE_REPLY_7f3a"
 MAX_SKELETONS = 4096  # distinct conversation shapes cached per template
-PROBE_ERRORS = (TemplateRaised, jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError)
+RENDER_ERRORS = (
+    TemplateRaised,
+    jinja2.TemplateError,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RecursionError,
+    OverflowError,
+    ZeroDivisionError,
+    MemoryError,
+)
 
-
-def message_to_hf(msg: Message) -> dict[str, Any]:
-    """The dict shape HF chat templates expect (tool-call arguments as objects, reasoning_content)."""
-    d: dict[str, Any] = {"role": msg.role, "content": msg.full_content}
-    if msg.tool_calls:
-        d["tool_calls"] = [
-            {
-                "type": "function",
-                "id": c.id,
-                "function": {"name": c.name, "arguments": _as_object(c.arguments)},
-            }
-            for c in msg.tool_calls
-        ]
-    if msg.reasoning is not None:
-        d["reasoning_content"] = msg.reasoning
-    if msg.name is not None:
-        d["name"] = msg.name
-    if msg.tool_call_id is not None:
-        d["tool_call_id"] = msg.tool_call_id
-    return d
-
-
-def _as_object(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return json.loads(arguments)
-        except ValueError:
-            return arguments
-    return arguments
-
-
-@dataclass
-class _Turn:
-    index: int
-    start: int
-    end: int
-    content: Span
-
-
-@dataclass
-class _Aligned:
-    """Turn `index`: the prompt at inference and the completion the model must generate after it."""
-
-    index: int
-    prompt: str
-    completion: str
-    content: Span  # in prompt + completion coordinates
+__all__ = ["JinjaTemplate", "message_to_hf"]
 
 
 class JinjaTemplate:
@@ -98,77 +80,174 @@ class JinjaTemplate:
         self.special_tokens = special_tokens
         self._compiled: jinja2.Template = compile_template(source)
         self.has_generation_tags = has_generation_tags(source)
-        self._marker_cache: dict[tuple[str, str], str | None] = {}
-        self._skeletons: dict[tuple[object, ...], Skeleton | None] = {}
         self.variables_read = template_variables(source)
+        self._switch_candidates = template_variables(source, include_assigned=True)
+        self._skeletons: dict[tuple[object, ...], Skeleton | None] = {}
+        self._cache: dict[tuple[object, ...], Any] = {}
 
     # -- rendering ------------------------------------------------------------------------------
     def variables(
-        self, messages: list[dict[str, Any]], conv: Conversation, gen: bool, opts: RenderOptions
+        self,
+        messages: list[dict[str, Any]],
+        conv: Conversation,
+        gen: bool,
+        opts: RenderOptions,
+        setting: Setting = DEFAULT,
     ) -> dict[str, Any]:
-        v: dict[str, Any] = {
-            "bos_token": opts.bos_token,
-            "eos_token": opts.eos_token,
+        """What transformers' apply_chat_template passes: the tokenizer's named special tokens, the user's
+        variables, messages, tools (None without tools), documents (None), add_generation_prompt."""
+        return {
+            **opts.token_variables(),
             **opts.template_vars,
+            **setting.vars,
             "messages": messages,
+            "tools": list(conv.tools) if conv.tools else None,
+            "documents": None,
             "add_generation_prompt": gen,
         }
-        if conv.tools:
-            v["tools"] = list(conv.tools)
-        return v
 
     def render_messages(
-        self, messages: list[dict[str, Any]], conv: Conversation, gen: bool, opts: RenderOptions
+        self,
+        messages: list[dict[str, Any]],
+        conv: Conversation,
+        gen: bool,
+        opts: RenderOptions,
+        setting: Setting = DEFAULT,
     ) -> str:
-        return render(self._compiled, self.variables(messages, conv, gen, opts))[0]
+        return render(self._compiled, self.variables(messages, conv, gen, opts, setting))[0]
+
+    def specials(self, opts: RenderOptions) -> Specials:
+        return self._cached(("specials", *self._opts_key(opts)), lambda: self._specials(opts))
+
+    def _specials(self, opts: RenderOptions) -> Specials:
+        plain = Specials.of(self.special_tokens, opts.eos_token)
+        try:  # the header opener: the first special token of a rendered conversation after bos
+            with render_budget(opts.render_timeout, opts.max_chars):
+                text = self._probe_render(opts)([{"role": "user", "content": PROBE_USER}], False, DEFAULT)
+        except (*RENDER_ERRORS, TemplateTimeout):
+            return plain
+        if opts.bos_token and text.startswith(opts.bos_token):
+            text = text[len(opts.bos_token) :]
+        lead = plain.leading(text)
+        opener = lead[0].strip() if lead is not None and lead[1] else ""
+        return Specials.of(self.special_tokens, opts.eos_token, opener)
+
+    def _cached(self, key: tuple[object, ...], make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _opts_key(self, opts: RenderOptions) -> tuple[object, ...]:
+        return (opts.bos_token, opts.eos_token, opts.special_tokens_map, repr(sorted(opts.template_vars.items())))
+
+    def _probe_render(self, opts: RenderOptions) -> Any:
+        def fn(msgs: list[dict[str, Any]], gen: bool, s: Setting, tools: list[Any] | None = None) -> str:
+            probe = Conversation((), "<probe>", 0, tools=tuple(tools) if tools else None)
+            return self.render_messages(msgs, probe, gen, opts, s)
+
+        return fn
+
+    def settings(self, opts: RenderOptions) -> list[Setting]:
+        """The settings `opts.reasoning_mode` tries, in order (switches found by rendering probes)."""
+
+        def make() -> list[Setting]:
+            fn = self._probe_render(opts)
+            with render_budget(opts.render_timeout, opts.max_chars):
+                switches = discover_switches(fn, self._switch_candidates, opts.template_vars)
+                reasoning = {s: renders_reasoning(fn, s) for s in [DEFAULT, *switches]}
+            return candidates(opts.reasoning_mode, switches, reasoning.__getitem__)
+
+        return self._cached(("settings", opts.reasoning_mode, *self._opts_key(opts)), make)
+
+    def all_settings(self, opts: RenderOptions) -> list[Setting]:
+        return self._cached(("all", *self._opts_key(opts)), lambda: self.settings(replace(opts, reasoning_mode="auto")))
+
+    def reasoning_settings(self, opts: RenderOptions) -> dict[Setting, bool]:
+        def make() -> dict[Setting, bool]:
+            fn = self._probe_render(opts)
+            with render_budget(opts.render_timeout, opts.max_chars):
+                return {s: renders_reasoning(fn, s) for s in self.all_settings(opts)}
+
+        return self._cached(("reasoning", *self._opts_key(opts)), make)
+
+    def probe(self, opts: RenderOptions, setting: Setting, role: str) -> Any:
+        """How a plain probe turn (role 'user' follows) or a tool-call turn (role 'tool') ends under `setting`."""
+
+        def make() -> Any:
+            plain = None if role == "user" else self.probe(opts, setting, "user")
+            markers = plain is None or plain.how == "marker"
+            with render_budget(opts.render_timeout, opts.max_chars):
+                return probe_stop(self._probe_render(opts), setting, role, self.specials(opts), markers)
+
+        return self._cached(("probe", role, setting, *self._opts_key(opts)), make)
 
     def markers(self, opts: RenderOptions) -> list[str]:
         marker = self.end_of_turn(opts)
         return [marker] if marker else []
 
     def end_of_turn(self, opts: RenderOptions) -> str | None:
-        """The end-of-turn marker, found by rendering probe conversations (never from model names)."""
-        key = (opts.bos_token, opts.eos_token)
-        if key not in self._marker_cache:
-            self._marker_cache[key] = self._probe_marker(opts)
-        return self._marker_cache[key]
+        """The token a plain turn ends with (its end-of-turn marker, or the next header's token), found by
+        rendering probe conversations; None when the template renders no stop (eos is appended)."""
+        stop = self.probe(opts, DEFAULT, "user")
+        return stop.stop if stop is not None and stop.how in ("marker", "next_header") else None
 
-    def _probe_marker(self, opts: RenderOptions) -> str | None:
-        probe = Conversation(messages=(), source_file="<probe>", source_line=0)
-        user, reply = {"role": "user", "content": PROBE_USER}, {"role": "assistant", "content": PROBE_REPLY}
-        follow = {"role": "user", "content": PROBE_USER + " again"}
-        for head in ([], [{"role": "system", "content": "S"}]):
-            try:
-                two = self.render_messages([*head, user, reply], probe, False, opts)
-            except PROBE_ERRORS:
-                continue
-            at = two.find(PROBE_REPLY)
-            if at < 0:
-                continue
-            between = two[at + len(PROBE_REPLY) :]
-            try:
-                three = self.render_messages([*head, user, reply, follow], probe, False, opts)
-            except PROBE_ERRORS:
-                three = ""
-            at3 = three.find(PROBE_REPLY)
-            if at3 >= 0:  # what follows the reply both as last turn and before another turn
-                tail3 = three[at3 + len(PROBE_REPLY) :]
-                between = between[: common_prefix_len(between, tail3)]
-            return marker_between(between, self.special_tokens, opts.eos_token)
-        return None
+    def mismatch_hint(self, d: Derivation, i: int) -> str:
+        """A fix for a turn no tried setting renders after its own prompt, verified by rendering."""
+        has_reasoning = d.conv.messages[i].reasoning is not None
+        for edit in [None, (i, "drop")] if has_reasoning else [None]:
+            for s in self.all_settings(d.opts):
+                try:
+                    consistent = d.render(i + 1, False, s, edit).startswith(d.render(i, True, s, edit))
+                except RENDER_ERRORS:
+                    continue
+                if not consistent:
+                    continue
+                if edit is not None:
+                    return (
+                        "no setting renders it with its reasoning; fix: --reasoning-mode non-thinking trains it "
+                        f"without (verified: it renders after its prompt with {s.describe()})"
+                    )
+                if d.opts.reasoning_mode == "reject":
+                    return f"fix: pass {s.describe()} (verified: the turn renders after its prompt with it)"
+                return (
+                    f"fix: --reasoning-mode auto (verified: it renders the turn after its prompt with {s.describe()})"
+                )
+        names = ", ".join(sorted({k for s in self.all_settings(d.opts) for k, _ in s.extra})) or "none"
+        return (
+            f"no setting of this template's variables ({names}) renders the turn after its own prompt; fix: use a "
+            "template whose generation prompt matches its turns, or give this turn weight 0"
+        )
 
+    # -- a record -------------------------------------------------------------------------------
     def render(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | Reject:
         if conv.raw_prompt is not None and conv.raw_completion is not None:
             return [render_verbatim(conv, opts)]
         try:
-            fast = self._render_from_skeleton(conv, opts)
-            if fast is not None:
-                return fast
-            return self._render(conv, [message_to_hf(m) for m in conv.messages], opts)
+            with render_budget(opts.render_timeout, opts.max_chars):
+                fast = self._render_from_skeleton(conv, opts)
+                if fast is not None:
+                    return fast
+                return self._render(conv, [message_to_hf(m) for m in conv.messages], opts)
+        except TemplateTimeout as e:
+            return _reject(
+                conv, "template_timeout", f"{e}; fix: raise --render-timeout or --max-chars, or fix the template"
+            )
         except TemplateRaised as e:
             return _reject(conv, "template_raised", f"the chat template raised: {e}")
-        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        except RENDER_ERRORS as e:
             return _reject(conv, "template_error", f"the chat template failed: {type(e).__name__}: {e}")
+
+    def _render(
+        self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
+    ) -> list[RenderedConversation] | Reject:
+        if opts.reasoning_mode == "non-thinking":  # reasoning is never generated: leave it out everywhere
+            messages = [without_reasoning(m) for m in messages]
+        d = Derivation(self, conv, messages, opts)
+        results: list[TurnResult | Reject] = []
+        for i, msg in enumerate(conv.messages):
+            if is_trainable_assistant(msg) and (opts.train_tool_calls or not msg.tool_calls):
+                results.append(d.turn(i))
+        return to_rendered(d, results)
 
     def _render_from_skeleton(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | None:
         """The shape's skeleton filled with the record's contents, when it reproduces the record's render
@@ -177,7 +256,15 @@ class JinjaTemplate:
         key = shape_key(conv)
         if key is None:
             return None
-        cache_key = (key, opts.bos_token, opts.eos_token, opts.train_on_eos, repr(sorted(opts.template_vars.items())))
+        trainable = tuple(is_trainable_assistant(m) for m in conv.messages)
+        cache_key = (
+            key,
+            trainable,
+            opts.train_on_eos,
+            opts.reasoning_mode,
+            opts.train_marker_only,
+            *self._opts_key(opts),
+        )
         if cache_key not in self._skeletons:
             if len(self._skeletons) >= MAX_SKELETONS:
                 return None
@@ -186,127 +273,45 @@ class JinjaTemplate:
         if skel is None:
             return None
         text, starts, contents = fill(skel, conv)
-        if not skel.opaque and self._render_differs(conv, opts, text):
+        if not skel.opaque and self._render_differs(conv, opts, text, skel):
             return None
-        trained = [is_trainable_assistant(conv.messages[t.message_index]) for t in skel.turns]
-        return [rendered_from_skeleton(skel, conv, text, starts, contents, trained)]
+        trained = [True] * len(skel.turns)
+        r = rendered_from_skeleton(skel, conv, text, starts, contents, trained)
+        r.template_vars = dict(skel.template_vars)
+        r.counts = dict(skel.counts)
+        return [r]
 
-    def _render_differs(self, conv: Conversation, opts: RenderOptions, text: str) -> bool:
+    def _render_differs(self, conv: Conversation, opts: RenderOptions, text: str, skel: Skeleton) -> bool:
         """The record's own render is not `text` (the template reads inside contents)."""
-        return self.render_messages([message_to_hf(m) for m in conv.messages], conv, False, opts) != text
+        own = self.render_messages([message_to_hf(m) for m in conv.messages], conv, False, opts)
+        return not text.startswith(own) or text[len(own) :] != skel.appended
 
     def _build_skeleton(self, conv: Conversation, opts: RenderOptions) -> Skeleton | None:
         sentinel = sentinel_conversation(conv)
         messages = [message_to_hf(m) for m in sentinel.messages]
         try:
             rendered = self._render(sentinel, messages, opts)
-        except PROBE_ERRORS:
+        except (TemplateTimeout, *RENDER_ERRORS):
             return None
         if isinstance(rendered, Reject) or len(rendered) != 1 or rendered[0].turn >= 0:
             return None
-        skel = build_skeleton(rendered[0])
+        r = rendered[0]
+        if r.dropped_turns or r.template_vars != opts.template_vars:
+            return None
+        skel = build_skeleton(r)
         if skel is None:
             return None
+        full = self.render_messages(messages, sentinel, False, opts)
+        if not r.text.startswith(full):
+            return None
         variables = self.variables(messages, sentinel, False, opts)
-        return replace(skel, opaque=content_opaque(self.source_text, variables, rendered[0].text))
-
-    def _render(
-        self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
-    ) -> list[RenderedConversation] | Reject:
-        marker = self.end_of_turn(opts)
-        full, ranges = render(self._compiled, self.variables(messages, conv, False, opts), self.has_generation_tags)
-        turns: list[_Turn] = []
-        for i, msg in enumerate(conv.messages):
-            if msg.role != "assistant":
-                continue
-            prompt = self.render_messages(messages[:i], conv, True, opts)
-            own = full if i == len(messages) - 1 else self.render_messages(messages[: i + 1], conv, False, opts)
-            turn = self._align(conv, messages, i, prompt, own, marker, opts)
-            if isinstance(turn, Reject):
-                return turn
-            turns.append(turn)
-        append_eos = marker is None and opts.train_on_eos and bool(opts.eos_token)
-        if not append_eos and all(full.startswith(t.prompt + t.completion) for t in turns):
-            spans = [_Turn(t.index, len(t.prompt), len(t.prompt) + len(t.completion), t.content) for t in turns]
-            rendered = _rendered_from(full, conv, spans, opts)
-            rendered.tag_disagreements = apply_generation_ranges(rendered, ranges)
-            return [rendered]
-        out = []
-        for nth, t in enumerate(turns):
-            text = t.prompt + t.completion + (opts.eos_token if append_eos else "")
-            r = _rendered_from(text, conv, [_Turn(t.index, len(t.prompt), len(text), t.content)], opts, nth)
-            r.turn = nth
-            out.append(r)
-        return out
-
-    def _align(
-        self,
-        conv: Conversation,
-        messages: list[dict[str, Any]],
-        i: int,
-        prompt: str,
-        own: str,
-        marker: str | None,
-        opts: RenderOptions,
-    ) -> _Aligned | Reject:
-        content = conv.messages[i].full_content.strip()
-        history = None
-        if not own.startswith(prompt):
-            history = self.render_messages(messages[:i], conv, False, opts)
-        at = own.rfind(content) if content else -1
-        start = completion_start(prompt, own, history, at)
-        if start is None:
-            cut = common_prefix_len(prompt, own)
-            return _reject(
-                conv,
-                "generation_prompt_mismatch",
-                f"messages[{i}]: the generation prompt continues with {prompt[cut : cut + 40]!r} where the template "
-                f"renders this assistant turn as {own[cut : cut + 60]!r}, so no prompt exists from which the model "
-                "would produce it; fix: a template variable may switch this (this template reads: "
-                f"{', '.join(self.variables_read) or 'no extra variables'}; e.g. --template-var enable_thinking=true)",
-            )
-        end, span, _ = turn_end(own, start, content, marker, opts.train_on_eos)
-        shift = len(prompt) - start
-        return _Aligned(i, prompt, own[start:end], Span(span.start + shift, span.end + shift))
-
-
-def _rendered_from(
-    text: str, conv: Conversation, turns: list[_Turn], opts: RenderOptions, nth_offset: int = 0
-) -> RenderedConversation:
-    spans = _find_message_spans(text, conv.messages)
-    out_turns = []
-    for k, t in enumerate(turns):
-        msg = conv.messages[t.index]
-        trained = is_trainable_assistant(msg) and (opts.train_tool_calls or not msg.tool_calls)
-        out_turns.append(TurnSpan(t.index, k + nth_offset, t.start, t.end, t.content, trained))
-    return RenderedConversation(text=text, message_spans=spans, turns=out_turns, conversation=conv)
-
-
-def apply_generation_ranges(r: RenderedConversation, ranges: list[tuple[int, int]]) -> int:
-    """Cross-check derived turn spans against `{% generation %}` ranges; the number that disagree."""
-    if not ranges:
-        return 0
-    disagreements = 0
-    for t in r.turns:
-        hits = [(a, b) for a, b in ranges if a < t.end and b > t.start]
-        if not hits or (min(a for a, _ in hits), max(b for _, b in hits)) != (t.start, t.end):
-            disagreements += 1
-    return disagreements
-
-
-def _find_message_spans(text: str, messages: tuple[Message, ...]) -> list[Span | None]:
-    """Best-effort character span of each message's content, searched in order."""
-    spans: list[Span | None] = []
-    cursor = 0
-    for m in messages:
-        content = m.full_content.strip()
-        at = text.find(content, cursor) if content else -1
-        if at < 0:
-            spans.append(None)
-            continue
-        spans.append(Span(at, at + len(content)))
-        cursor = at + len(content)
-    return spans
+        return replace(
+            skel,
+            opaque=content_opaque(self.source_text, variables, full),
+            appended=r.text[len(full) :],
+            template_vars=tuple(r.template_vars.items()),
+            counts=tuple(r.counts.items()),
+        )
 
 
 def _reject(conv: Conversation, reason: str, detail: str) -> Reject:

@@ -45,7 +45,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from sftprep.errors import TemplateError
-from sftprep.templates.hf_jinja import compile_template
+from sftprep.templates.hf_jinja import BoundedEnvironment, compile_template
 
 # Filters that only move values around or reach content only through `_Traced`'s flagging dunders:
 # length/count: len() of lists and messages is shape, of content flags; default/d: the value unless Undefined
@@ -252,7 +252,7 @@ def _in_operand(value: Any) -> Any:
     return value
 
 
-class _OpacityEnvironment(ImmutableSandboxedEnvironment):
+class _OpacityEnvironment(BoundedEnvironment):
     intercepted_binops = frozenset(ImmutableSandboxedEnvironment.default_binop_table)
     intercepted_unops = frozenset(ImmutableSandboxedEnvironment.default_unop_table)
     refused: tuple[Any, ...] = ()  # functions whose every call flags (date, randomness)
@@ -264,7 +264,7 @@ class _OpacityEnvironment(ImmutableSandboxedEnvironment):
             _observe(f"call of {getattr(obj, '__name__', 'a refused global')}")
         if isinstance(getattr(obj, "__self__", None), _Traced):
             _observe("a method of content")
-        if not (isinstance(obj, Macro) or obj is Namespace) and (
+        if not (isinstance(obj, Macro) or (isinstance(obj, type) and issubclass(obj, Namespace))) and (
             any(_holds_content(a) for a in args)
             or any(_holds_content(v) for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars"))
         ):

@@ -35,6 +35,9 @@ class Skeleton:
     turns: tuple[SkeletonTurn, ...]
     tag_disagreements: int = 0
     opaque: bool = False  # the template never looks inside contents (opacity.py): no per-record check
+    appended: str = ""  # text after the full render: the last turn's stop the render lacks (next header, eos)
+    template_vars: tuple[tuple[str, object], ...] = ()
+    counts: tuple[tuple[str, int], ...] = ()
 
 
 def shape_key(conv: Conversation) -> tuple[object, ...] | None:
@@ -44,6 +47,8 @@ def shape_key(conv: Conversation) -> tuple[object, ...] | None:
     key = []
     for m in conv.messages:
         if m.tool_calls or m.reasoning is not None or m.name or m.tool_call_id or _OPEN in m.full_content:
+            return None
+        if m.content_null:
             return None
         key.append((m.role, bool(m.full_content)))
     return tuple(key)
