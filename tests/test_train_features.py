@@ -180,3 +180,36 @@ def test_wandb_offline_logs_without_network(data: Path, tmp_path: Path, monkeypa
     raw = records.read_bytes()
     assert b"train/loss" in raw and b"train/tokens_per_s" in raw
     assert all(json.dumps(row["loss"]).encode() in raw for row in read_log(out))
+
+
+# ------------------------------------------------------------------------------- FSDP in one process
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # raised inside peft
+@pytest.mark.parametrize("lora", [False, True])
+def test_fsdp_in_one_process_trains_and_exports_like_no_sharding(data: Path, tmp_path: Path, lora: bool) -> None:
+    """FSDP2 on one process (an in-memory process group), with gradient checkpointing; with LoRA the export
+    rebuilds the adapters on an unsharded copy and merges them."""
+    from safetensors.torch import load_file
+    from train_helpers import TINY
+
+    from sftprep.train.config import LoraConfig
+    from sftprep.train.model import tiny_llama
+
+    options: dict[str, Any] = {"max_steps": 3, "lr": 1e-2, "gradient_checkpointing": True}
+    if lora:
+        pytest.importorskip("peft", reason="peft is not installed (pip install 'sftprep[train]')")
+        base = tmp_path / "base"
+        tiny_llama(8192, TINY, pad_id=0, eos_id=1, seed=3).save_pretrained(str(base))
+        options.update(model=str(base), lora=LoraConfig(r=4, alpha=8))
+    plain = train(tiny_config(data, tmp_path / "plain", **options))
+    sharded = train(tiny_config(data, tmp_path / "fsdp", sharding="fsdp", **options))
+    assert sharded.losses == pytest.approx(plain.losses, rel=1e-5)
+    a, b = (
+        load_file(str(tmp_path / "fsdp" / "model.safetensors")),
+        load_file(str(tmp_path / "plain" / "model.safetensors")),
+    )
+    assert sorted(a) == sorted(b)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in b)
+    assert (tmp_path / "fsdp" / "adapter").is_dir() == lora
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()  # the run's own process group is gone

@@ -15,12 +15,13 @@ import multiprocessing
 import os
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from sftprep.train.config import TinyModelConfig, TrainConfig
@@ -37,8 +38,8 @@ class DemoConfig:
     multi_turn_fraction: float = 0.25
     # 3 layers: with 2 the model stays on a plateau (units digit unknown) for 800+ steps
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(hidden_size=128, num_layers=3, num_heads=8))
-    max_steps: int = 800
-    batch_size: int = 64
+    max_steps: int = 600
+    batch_size: int = 32
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 50
@@ -228,7 +229,9 @@ def _run_demo(
     if parallel:
         console.print(f"[bold]demo[/]: masks {', '.join(masks)} in parallel ({what}, {threads} thread(s) each)")
         with ProcessPoolExecutor(len(masks), mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_run_mask_quietly, [(demo, m, records_file, work, threads) for m in masks]))
+            futures = [pool.submit(_run_mask_quietly, (demo, m, records_file, work, threads)) for m in masks]
+            _follow(futures, masks, work, demo.max_steps, console)
+            rows = [f.result() for f in futures]
     else:
         rows = []
         for mask in masks:
@@ -236,6 +239,34 @@ def _run_demo(
             rows.append(run_mask(demo, mask, records_file, work, quiet, threads))
     (work / "results.json").write_text(json.dumps([_row_json(r) for r in rows], indent=2) + "\n", "utf-8")
     return rows
+
+
+def _follow(futures: list[Future[DemoRow]], masks: tuple[str, ...], work: Path, total: int, console: Console) -> None:
+    """Progress of the parallel runs (step, loss, tokens/s, ETA), read from each run's train_log.jsonl."""
+    from sftprep.train.monitor import read_log
+
+    columns = (
+        TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=False, disable=console.quiet) as progress:
+        tasks = {m: progress.add_task(m, total=total, stats="preparing") for m in masks}
+        while not all(f.done() for f in futures):
+            for mask, future in zip(masks, futures):
+                try:
+                    rows = read_log(work / f"model-{mask}")
+                except (OSError, ValueError):  # a line being written
+                    continue
+                if future.done():
+                    stats = "done"
+                elif rows:
+                    last = rows[-1]
+                    stats = f"loss {last['loss']:.4f}  {last['tokens_per_s']:,.0f} tok/s"
+                    stats += "  evaluating" if last["step"] == total else ""
+                else:
+                    continue
+                progress.update(tasks[mask], completed=rows[-1]["step"] if rows else total, stats=stats)
+            time.sleep(0.5)
 
 
 def _row_json(r: DemoRow) -> dict[str, Any]:
