@@ -311,11 +311,16 @@ class Checker:
         rep.reconciliation += [f"unknown source lines: {unknown[:8]}"] * bool(unknown)
         if manifest.get("records_read") not in (None, len(records)):
             rep.reconciliation.append(f"manifest records_read {manifest['records_read']} != {len(records)}")
+        # --reasoning-mode non-thinking documents that every message's reasoning is left out before rendering
+        no_reasoning = (manifest.get("options") or {}).get("reasoning_mode") == "non-thinking"
         for line, record in records.items():
             try:
                 hf = to_hf(record)
             except NotConvertible:
                 continue  # not a conversation for this converter: only reconciliation applies
+            if no_reasoning:
+                drop = ("reasoning_content", "reasoning", "thinking")
+                hf.messages = [{k: v for k, v in m.items() if k not in drop} for m in hf.messages]
             rendered, consistent = self.rendered_turns(hf)
             rep.turns_rendered += rendered
             rep.turns_consistent += consistent

@@ -60,3 +60,23 @@ def test_agentic_exact(case: Case, agentic_corpus: Path, tokenizer_cache: Path, 
     assert rep.wrong == 0, "invariants 1/2 (every emitted example must be exact):\n" + rep.format(10)
     assert rep.lost == 0, f"{rep.lost} turns transformers renders were neither trained nor rejected"
     assert rep.exact == rep.turns_trained - rep.skipped_special
+
+
+REASONING_CASES = [c for c in CASES if c.name in ("trl/qwen3", "trl/qwen3_6", "trl/nemotron_3_super", "trl/glm4moe",
+                                                  "trl/qwen3_5_nothink", "axolotl/qwen3", "own/minimind")]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["thinking", "non-thinking", "reject"])
+@pytest.mark.parametrize("case", REASONING_CASES, ids=lambda c: c.name)
+def test_agentic_exact_in_every_reasoning_mode(
+    case: Case, mode: str, agentic_corpus: Path, tokenizer_cache: Path, tmp_path: Path
+) -> None:
+    rep = run_case(case, agentic_corpus, tmp_path, tokenizer_cache, reasoning_mode=mode)
+    shutil.rmtree(tmp_path / case.name.replace("/", "__"), ignore_errors=True)
+    assert rep.crash is None, f"sftprep.prepare crashed: {rep.crash}"
+    assert not rep.reconciliation, "invariant 3:\n" + "\n".join(rep.reconciliation)
+    assert not rep.reject_problems, "\n".join(rep.reject_problems[:10])
+    assert rep.wrong == 0, f"--reasoning-mode {mode}:\n" + rep.format(10)
+    # a template that cannot render reasoning after its prompt (axolotl/qwen3 pre-fills '<think>\n\n') trains
+    # nothing in thinking mode: every record is refused with the reason
+    assert rep.exact or set(rep.rejected) <= {"generation_prompt_mismatch", "template_raised", "template_error"}
