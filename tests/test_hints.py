@@ -217,8 +217,27 @@ def case_busy_out_dir(d: Path) -> None:
 def case_max_length_too_small(d: Path) -> None:
     write_jsonl(d / "in.jsonl", GOOD)  # 19 and 15 tokens with the default tokenizer and chatml
     err = fails(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "4"), 3, "no example written")
-    assert "raise --max-length" in err
-    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", "4096", "--overwrite"), 2, d / "out")
+    assert "raise --max-length to at least" in err and "--truncation" not in err  # the prompt alone is too long
+    need = max(int(x) for x in re.findall(r"at least (\d+)", (d / "out" / "rejects.jsonl").read_text()))
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", str(need), "--overwrite"), 2, d / "out")
+
+
+def case_tool_conversation_with_a_builtin_template(d: Path) -> None:
+    call = {"type": "function", "id": "c1", "function": {"name": "get_weather", "arguments": "{}"}}
+    record = {
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "Sunny."},
+        ],
+    }
+    write_jsonl(d / "in.jsonl", [record])
+    fails(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--template", "vicuna"), 3, "template_unsupported")
+    fix = fix_of(json.loads((d / "out" / "rejects.jsonl").read_text())["message"])
+    assert fix.startswith("--template ")  # a built-in verified to render tools with the embedded tokenizer
+    ok(sftprep(d, "prepare", "in.jsonl", "-o", "out2", *fix.split(" or ")[0].split()), 1, d / "out2")
 
 
 def case_max_length_truncation(d: Path) -> None:
@@ -305,6 +324,7 @@ CASES = [
     case_busy_out_dir,
     case_max_length_too_small,
     case_max_length_truncation,
+    case_tool_conversation_with_a_builtin_template,
     case_max_chars,
     case_inspect_index_out_of_range,
     case_inspect_html_is_a_directory,

@@ -27,10 +27,10 @@ from sftprep.render_chat_prompt import render_chat_prompt, split_turns
 from sftprep.special_text import masked_conversation, needs_marking, placeholder_spans, widen_to_words
 from sftprep.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
-from sftprep.templates.loader import load_template
+from sftprep.templates.loader import load_template, renders_instead
 from sftprep.tokenizer import BPETokenizer
 from sftprep.truncation import drop_oldest_exchange, only_turn, truncate_right
-from sftprep.types import Conversation, RawRecord, Reject, RenderedConversation
+from sftprep.types import IGNORE_INDEX, Conversation, RawRecord, Reject, RenderedConversation
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Prepared:
     units: list[RenderedConversation] = field(default_factory=list)
     reject: Reject | None = None
     encoded: list[Encoded] = field(default_factory=list)
+    fixes: list[str] = field(default_factory=list)  # fixes verified for a too_long record
 
 
 @dataclass
@@ -101,6 +102,9 @@ class Preparer:
         assert p.conv is not None
         units = render_chat_prompt(p.conv, self.template, self.ropts, self.opts.mask)
         if isinstance(units, Reject):
+            if "(HINT)" in units.message:  # a built-in that cannot render tools: name one verified to
+                fix = renders_instead(p.conv, self.tok.added_tokens, self.ropts)
+                units = replace(units, message=units.message.replace("a template that renders them (HINT)", fix))
             p.reject, p.units = units, []
             return p
         for u in units:
@@ -237,10 +241,12 @@ class Preparer:
         kept = [e]
         if max_len is not None and len(e.input_ids) > max_len:
             if self.opts.truncation == "drop":
+                self._verified_fixes(p, e, max_len)
                 return [], "too_long"
             if self.opts.truncation == "history":
                 shorter = self._drop_history(p, e)
                 if shorter is None:
+                    self._verified_fixes(p, e, max_len)
                     return [], "too_long"
                 kept = shorter
             else:
@@ -249,6 +255,18 @@ class Preparer:
             self.stats.truncated += len(kept)  # counted only for examples that are written
         kept = [x for x in kept if x.num_trainable]
         return kept, "" if kept else "no_trainable_tokens"
+
+    def _verified_fixes(self, p: Prepared, e: Encoded, max_len: int) -> None:
+        """The fixes for a too-long example that do give it trainable tokens: a larger --max-length, keeping
+        its first tokens, dropping its oldest exchanges."""
+        if not p.fixes:
+            p.fixes.append(f"raise --max-length to at least {len(e.input_ids)}")
+            if np.any(e.labels[:max_len] != IGNORE_INDEX):
+                p.fixes.append("use --truncation right (keeps the first tokens)")
+            counts = (self.stats.boundary_merges, self.stats.split_for_tokenization)  # a trial, not counted
+            if self.opts.truncation != "history" and any(x.num_trainable for x in self._drop_history(p, e) or []):
+                p.fixes.append("use --truncation history (drops the oldest exchanges)")
+            self.stats.boundary_merges, self.stats.split_for_tokenization = counts
 
     def _drop_history(self, p: Prepared, e: Encoded) -> list[Encoded] | None:
         """Drop the oldest exchanges of `e`'s conversation until every example it renders to fits."""
@@ -310,16 +328,9 @@ def _check_text(r: RenderedConversation, opts: PrepareOptions) -> Reject | None:
 
 def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:
     where = f"{p.raw.source_file}:{p.raw.line}"
-    if reason == "too_long" and opts.truncation == "history":
-        return (
-            f"{where}: even its last exchange is longer than --max-length {opts.max_length} tokens; fix: raise "
-            "--max-length, or use --truncation right (keeps the first tokens)"
-        )
     if reason == "too_long":
-        return (
-            f"{where}: longer than --max-length {opts.max_length} tokens; fix: raise --max-length, or use "
-            "--truncation history (drops the oldest exchanges) or --truncation right (keeps the first tokens)"
-        )
+        what = "even its last exchange is" if opts.truncation == "history" else "it is"
+        return f"{where}: {what} longer than --max-length {opts.max_length} tokens; fix: " + ", or ".join(p.fixes)
     return (
         f"{where}: no trainable token left (mask {opts.mask!r}, message weights, truncation); "
         "an example without trainable tokens is never emitted"

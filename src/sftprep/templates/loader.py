@@ -88,3 +88,21 @@ def pick_named(value: str | list[Any], template_name: str | None, where: str) ->
             f"{where}: no template named {want!r}; available: {sorted(map(str, named))} (choose with --template-name)"
         )
     raise TemplateError(f"{where}: chat_template must be a string or a list of named templates")
+
+
+def renders_instead(conv: Any, added_tokens: tuple[str, ...], opts: Any) -> str:
+    """A fix for a conversation a built-in template cannot render, verified: the built-ins that render it
+    and whose markers are all tokens of this tokenizer; else how to get such a template."""
+    from sftprep.types import Reject
+
+    usable = []
+    for name, spec in sorted(builtin_specs().items()):
+        t = SpecTemplate(spec)
+        if all(m in added_tokens for m in t.markers(opts)) and not isinstance(t.render(conv, opts), Reject):
+            usable.append(f"--template {name}")
+    if usable:
+        return " or ".join(usable[:3])
+    return (
+        "a Hugging Face chat template that renders tools (--template FILE.jinja); no built-in renders them with "
+        "this tokenizer's tokens"
+    )

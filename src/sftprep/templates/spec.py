@@ -119,12 +119,13 @@ class SpecTemplate:
     def _check_supported(self, conv: Conversation) -> Reject | None:
         spec, name = self.spec, self.spec.name
         roles = {m.role for m in conv.messages}
+        fix = "a template that renders them (HINT)"  # the pipeline names one verified with this tokenizer
         if "tool" in roles and spec.tool is None:
-            return unsupported(conv, name, "tool messages", "use --template chatml or a HF template with tools")
+            return unsupported(conv, name, "tool messages", fix)
         if any(m.tool_calls for m in conv.messages) and spec.tool_call is None:
-            return unsupported(conv, name, "assistant tool_calls", "use --template chatml or a HF template")
+            return unsupported(conv, name, "assistant tool_calls", fix)
         if conv.tools and spec.tools is None:
-            return unsupported(conv, name, "tool definitions", "use --template chatml or a HF template")
+            return unsupported(conv, name, "tool definitions", fix)
         has_system = bool(conv.messages) and conv.messages[0].role == "system"
         if has_system and spec.system is None:
             if spec.system_in_first_user is None:
