@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/sftprep prepare examples/sample.jsonl -o build/demo --overwrite
 	$(BIN)/sftprep inspect build/demo --index 9
 	# SFT that demonstrably teaches: a tiny model learns two-digit addition on CPU (assistant-only vs no mask)
-	$(BIN)/sftprep demo --out-dir build/sft-demo
+	$(BIN)/sftprep demo --out-dir build/sft-demo --overwrite
 
 lint: venv
 	$(BIN)/ruff check .

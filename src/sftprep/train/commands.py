@@ -162,7 +162,11 @@ def add_tokens_cli(
     out = Console()
     if result.added:
         listed = ", ".join(f"{t} = {i}" for t, i in result.added.items())
-        out.print(f"[green]wrote[/] {out_dir}: added {len(result.added)} special token(s): {listed}", highlight=False)
+        out.print(
+            f"[green]wrote[/] {out_dir}: added {len(result.added)} special token(s): {listed}",
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         out.print(f"[green]wrote[/] {out_dir}: every token was already there (nothing added)", highlight=False)
     if result.present:
