@@ -222,6 +222,20 @@ def case_max_length_too_small(d: Path) -> None:
     ok(sftprep(d, "prepare", "in.jsonl", "-o", "out", "--max-length", str(need), "--overwrite"), 2, d / "out")
 
 
+def case_a_file_in_another_encoding(d: Path) -> None:
+    line = json.dumps(
+        {"messages": [{"role": "user", "content": "café?"}, {"role": "assistant", "content": "oui"}]},
+        ensure_ascii=False,
+    )
+    (d / "in.jsonl").write_bytes(line.encode("utf-8").replace("é".encode(), b"\xe9") + b"\n")
+    fails(sftprep(d, "prepare", "in.jsonl", "-o", "out"), 3, "bad_encoding")
+    message = json.loads((d / "out" / "rejects.jsonl").read_text())["message"]
+    command = re.search(r"(iconv [^)]*)\)", message)
+    assert command, message
+    run_hint(d, command.group(1))
+    ok(sftprep(d, "prepare", "converted.jsonl", "-o", "out2"), 1, d / "out2")
+
+
 def case_tool_conversation_with_a_builtin_template(d: Path) -> None:
     call = {"type": "function", "id": "c1", "function": {"name": "get_weather", "arguments": "{}"}}
     record = {
@@ -325,6 +339,7 @@ CASES = [
     case_max_length_too_small,
     case_max_length_truncation,
     case_tool_conversation_with_a_builtin_template,
+    case_a_file_in_another_encoding,
     case_max_chars,
     case_inspect_index_out_of_range,
     case_inspect_html_is_a_directory,

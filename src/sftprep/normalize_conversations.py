@@ -67,7 +67,8 @@ _READER_FIXES: dict[str, str] = {
     "truncated_line": "the file looks cut off; re-export or re-download it",
     "nan_literal": "write NaN/Infinity as null or a string",
     "not_object": 'make each record an object, e.g. {"messages": [...]}',
-    "bad_encoding": "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    "bad_encoding": "convert the file to UTF-8 from the encoding it was written in (the command above where "
+    "its bytes read as one), or repair the line",
     "read_error": "check that the file is complete (e.g. the gzip stream is intact)",
 }
 

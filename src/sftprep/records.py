@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import re
+import shlex
 import zlib
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -326,6 +327,14 @@ def _encoding_error(
     if what == "line":
         where += f" (offset {file_offset + exc.start} in the file)"
     msg = f"{what} is not valid UTF-8: byte 0x{bad} at {where}"
+    for codec, name in (("cp1252", "CP1252"), ("latin-1", "LATIN1")):  # the common 8-bit encodings
+        try:
+            decoded = raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        if not any(ord(c) < 32 and c not in "\t\n\r" for c in decoded):
+            msg += f" (it reads as {name}: iconv -f {name} -t UTF-8 {shlex.quote(source)} > converted.jsonl)"
+            break
     text = raw[: MAX_RAW_TEXT * 4].decode("utf-8", errors="replace")[:MAX_RAW_TEXT]
     return _error(source, lineno, ERR_ENCODING, msg, text)
 
