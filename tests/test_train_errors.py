@@ -241,3 +241,15 @@ def test_demo_overwrite_replaces_its_own_directory(tmp_path: Path, capsys, monke
     with contextlib.ExitStack() as stack:
         open_work_dir(work, True, stack)  # the hint applied
     assert sorted(p.name for p in work.iterdir()) == [DEMO_MARKER]
+
+
+@pytest.mark.parametrize("module", ["torch", "transformers"])
+def test_missing_train_extra_is_a_plain_error(module: str, data: Path, tmp_path: Path, monkeypatch) -> None:
+    from sftprep.train.commands import TRAIN_EXTRA_HINT, run_train
+
+    cfg = tiny_config(data, tmp_path / "x", max_steps=1)
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ConfigError, match=rf"`sftprep train` needs {module} .*: pip install 'sftprep\[train\]'"):
+        run_train(cfg)
+    monkeypatch.undo()  # the extra installed
+    assert TRAIN_EXTRA_HINT == "pip install 'sftprep[train]'" and run_train(cfg).steps == 1

@@ -45,7 +45,20 @@ def train_command(
     return run_train(resolve(data_dir, explicit, config))
 
 
+TRAIN_EXTRA_HINT = "pip install 'sftprep[train]'"
+
+
+def _require_train_extra(command: str) -> None:
+    """torch and transformers are the `train` extra: a plain error when they are missing."""
+    for module in ("torch", "transformers"):
+        try:
+            __import__(module)
+        except ImportError as e:
+            raise ConfigError(f"`sftprep {command}` needs {module} ({e}): {TRAIN_EXTRA_HINT}") from None
+
+
 def run_train(cfg: TrainConfig) -> TrainResult:
+    _require_train_extra("train")
     from sftprep.train.loop import train
 
     return train(cfg)
@@ -64,6 +77,7 @@ def generate_command(
     The prompt is rendered exactly as in training (the dataset's template, tokenizer and options);
     `raw` encodes --prompt verbatim (models trained on prompt/completion data).
     """
+    _require_train_extra("generate")
     from sftprep.train.generate import greedy, load_for_generation, read_messages
 
     if (prompt is None) == (messages is None):
@@ -98,6 +112,7 @@ def demo_command(
 
     The masks run in parallel processes (`threads` torch threads each) when there are cores for them.
     """
+    _require_train_extra("demo")
     from sftprep.train.demo import MASKS, QUICK, DemoConfig, results_table, run_demo, with_overrides
 
     unknown = [m for m in masks if m not in MASKS]
