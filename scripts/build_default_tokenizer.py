@@ -14,7 +14,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from sftprep.tokenizer_corpus import train_from_files
+from sftprep.tokenize.corpus import train_from_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftprep.normalize_conversations import REASONS, normalize_conversations
+from sftprep.read.normalize_conversations import REASONS, normalize_conversations
 from sftprep.types import Conversation, Message, RawRecord, Reject
 
 FILE = "data/train.jsonl"

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from sftprep.normalize_conversations import normalize_conversations
+from sftprep.read.normalize_conversations import normalize_conversations
 from sftprep.templates.jinja_template import message_to_hf
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import Conversation, Message, RawRecord, Reject
 
 IGNORE = -100

@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_DIR
 
 import sftprep
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"{SHARED_DIR} is absent")]
 DATA = SHARED_DIR / "data"

@@ -9,7 +9,7 @@ import pytest
 from cli_helpers import GOOD, cli, no_traceback, write_jsonl
 
 from sftprep.templates.loader import builtin_names
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"
 

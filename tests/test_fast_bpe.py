@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
 
-from sftprep.fast_bpe import _byte_decoder, fast_bpe
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.fast_bpe import _byte_decoder, fast_bpe
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 pytest.importorskip("tiktoken")
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -29,8 +29,8 @@ from dummy_tokenizer import MARKER_IDS, MARKERS, UNK_ID, write_dummy_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sftprep.options import PrepareOptions
-from sftprep.pipeline import Preparer, load_components
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.pipeline import Preparer, load_components
 from sftprep.templates.spec import builtin_specs
 from sftprep.types import RawRecord
 

@@ -221,7 +221,7 @@ def test_ctrl_c_exits_130(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> dict[str, Any]:
         raise KeyboardInterrupt  # what SIGINT does in the middle of a run
 
-    monkeypatch.setattr("sftprep.run.prepare", interrupted)
+    monkeypatch.setattr("sftprep.preparation.run.prepare", interrupted)
     code, _, err = cli("in.jsonl", "-o", "out")
     assert code == 130
     assert "interrupted" in err and "--resume" in err

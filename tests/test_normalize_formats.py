@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from normalize_helpers import FILE, LINE, A, U, chat, norm, ok, rejected  # noqa: F401
 
-from sftprep import normalize_conversations as nc_module
 from sftprep.errors import ConfigError
-from sftprep.normalize_conversations import REASONS, detect_format, normalize_conversations
-from sftprep.records import read_records
+from sftprep.read import normalize_conversations as nc_module
+from sftprep.read.normalize_conversations import REASONS, detect_format, normalize_conversations
+from sftprep.read.records import read_records
 from sftprep.types import Conversation, Message, Reject, ToolCall
 
 # ---------------------------------------------------------------------------- sharegpt

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from normalize_helpers import FILE, LINE, A, U, chat, norm, ok, rejected  # noqa: F401
 
-from sftprep.normalize_conversations import REASONS, normalize_conversations
-from sftprep.records import read_records
+from sftprep.read.normalize_conversations import REASONS, normalize_conversations
+from sftprep.read.records import read_records
 from sftprep.types import Conversation, Message, Reject, ToolCall
 
 # ---------------------------------------------------------------------------- real datasets

@@ -194,8 +194,8 @@ def _consistent(out: Path) -> dict[str, object]:
 
 SLOW_RUN = """
 import sys, time
-from sftprep.options import PrepareOptions
-from sftprep.run import prepare
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.run import prepare
 def slow(records, tokens):
     print("batch", flush=True)
     time.sleep(0.3)

@@ -13,7 +13,7 @@ from dummy_tokenizer import MARKER_IDS, hand_decode, hand_ids, write_dummy_token
 
 import sftprep
 from sftprep.api import read_manifest
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 IGNORE = -100
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"

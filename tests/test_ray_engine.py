@@ -30,11 +30,11 @@ import pytest
 ray = pytest.importorskip("ray", reason='the Ray engine needs Ray: pip install "ray[data]"')
 
 from sftprep.errors import ConfigError, StrictModeError  # noqa: E402
-from sftprep.options import PrepareOptions  # noqa: E402
-from sftprep.records import read_records  # noqa: E402
-from sftprep.run import prepare  # noqa: E402
+from sftprep.preparation.options import PrepareOptions  # noqa: E402
+from sftprep.preparation.run import prepare  # noqa: E402
+from sftprep.read.records import read_records  # noqa: E402
 
-ray_engine = pytest.importorskip("sftprep.engines.ray_engine")
+ray_engine = pytest.importorskip("sftprep.preparation.ray_engine")
 
 RAY_BIN = Path(sys.executable).parent / "ray"
 
@@ -269,8 +269,8 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 PYTHON_API = """
 import json, sys
-from sftprep.engines.ray_engine import prepare_ray
-from sftprep.options import PrepareOptions
+from sftprep.preparation.ray_engine import prepare_ray
+from sftprep.preparation.options import PrepareOptions
 print(prepare_ray(PrepareOptions(**json.loads(sys.argv[1])), ray_address=sys.argv[2])["engine"])
 """
 
@@ -328,7 +328,7 @@ def test_options_are_shipped_with_absolute_paths(tmp_path: Path, monkeypatch: py
 def test_ray_reader_cuts_batches_where_the_local_engine_does(tmp_path: Path) -> None:
     """Batches end after batch_size records or BATCH_BYTES of input, in both engines (shards close at batch
     ends, so the same batches give the same shard files): long records, a bad line, a blank line."""
-    from sftprep.run import BATCH_BYTES, batched
+    from sftprep.preparation.run import BATCH_BYTES, batched
 
     body = "x" * (BATCH_BYTES // 3)
     lines = [json.dumps({"messages": [{"role": "user", "content": body}, {"role": "assistant", "content": "k"}]})] * 20

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sftprep.errors import InputError, SftprepError
-from sftprep.records import (
+from sftprep.read.records import (
     ERR_ENCODING,
     ERR_INVALID_JSON,
     ERR_NAN,

@@ -23,11 +23,11 @@ from agentic_corpus import build_corpus  # noqa: E402
 from agentic_reference import SHARED, fitted_tokenizer, load_tokenizer  # noqa: E402
 from agentic_run import Case, cases  # noqa: E402
 
-from sftprep.normalize_conversations import normalize_conversations  # noqa: E402
+from sftprep.read.normalize_conversations import normalize_conversations  # noqa: E402
 from sftprep.templates.base import RenderOptions  # noqa: E402
 from sftprep.templates.hf_messages import message_to_hf  # noqa: E402
 from sftprep.templates.jinja_template import JinjaTemplate  # noqa: E402
-from sftprep.tokenizer import BPETokenizer  # noqa: E402
+from sftprep.tokenize.tokenizer import BPETokenizer  # noqa: E402
 from sftprep.types import Conversation, RawRecord  # noqa: E402
 
 pytestmark = [pytest.mark.shared, pytest.mark.skipif(not (SHARED / "templates").is_dir(), reason="no ../shared")]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sftprep.errors import ConfigError, InputError
-from sftprep.system_prompt import POLICIES, load_system_prompt, maybe_add_system_prompt
+from sftprep.read.system_prompt import POLICIES, load_system_prompt, maybe_add_system_prompt
 from sftprep.types import Conversation, Message
 
 U = Message("user", "hi")

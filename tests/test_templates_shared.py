@@ -110,7 +110,7 @@ def trained_runs(labels: list[int]) -> list[tuple[int, int]]:
 
 
 def check_example(row: dict[str, Any], record: dict[str, Any], hf: Any, source: str, eot_ids: set[int]) -> list[str]:
-    from sftprep.normalize_conversations import normalize_conversations
+    from sftprep.read.normalize_conversations import normalize_conversations
     from sftprep.templates.jinja_template import message_to_hf
     from sftprep.types import RawRecord
 

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from sftprep.errors import ConfigError
-from sftprep.tiktoken_convert import (
+from sftprep.tokenize.tiktoken_convert import (
     CL100K_PATTERN,
     ENDOFTEXT,
     O200K_PATTERN,
@@ -23,7 +23,7 @@ from sftprep.tiktoken_convert import (
     merges_from_ranks,
     read_ranks,
 )
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GPT2_TIKTOKEN = SHARED / "tokenizers" / "gpt2-tiktoken" / "gpt2.tiktoken"

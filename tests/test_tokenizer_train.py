@@ -10,8 +10,8 @@ import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
 from sftprep.errors import ConfigError
-from sftprep.tokenizer import BPETokenizer
-from sftprep.tokenizer_train import save_tokenizer_dir, train_bpe
+from sftprep.tokenize.tokenizer import BPETokenizer
+from sftprep.tokenize.train_bpe import save_tokenizer_dir, train_bpe
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

@@ -18,11 +18,11 @@ from dummy_tokenizer import write_dummy_tokenizer  # noqa: E402
 from train_helpers import TINY, addition_records, prepare_records, tiny_config  # noqa: E402
 
 from sftprep.errors import ConfigError  # noqa: E402
-from sftprep.tokenizer import BPETokenizer, default_tokenizer_dir  # noqa: E402
+from sftprep.tokenize.add_tokens import TOKENS_FILE, add_tokens, missing_markers_hint  # noqa: E402
+from sftprep.tokenize.tokenizer import BPETokenizer, default_tokenizer_dir  # noqa: E402
 from sftprep.train.config import LoraConfig  # noqa: E402
 from sftprep.train.loop import train  # noqa: E402
 from sftprep.train.model import tiny_llama  # noqa: E402
-from sftprep.train.tokens import TOKENS_FILE, add_tokens, missing_markers_hint  # noqa: E402
 
 ROLE_TOKENS = ["<|SYSTEM|>", "<|USER|>", "<|ASSISTANT|>"]  # the built-in "role-tokens" template (seed 002)
 

@@ -15,7 +15,7 @@ from train_helpers import TINY, addition_records, prepare_records  # noqa: E402
 
 import sftprep  # noqa: E402
 from sftprep.api import read_manifest, shard_paths  # noqa: E402
-from sftprep.tokenizer import default_tokenizer_dir  # noqa: E402
+from sftprep.tokenize.tokenizer import default_tokenizer_dir  # noqa: E402
 from sftprep.train.data import TrainExample, collate_padded, shift_labels  # noqa: E402
 from sftprep.train.loss import SFTLoss  # noqa: E402
 from sftprep.train.model import tiny_llama  # noqa: E402

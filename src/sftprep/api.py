@@ -15,8 +15,8 @@ from sftprep.types import IGNORE_INDEX
 
 def prepare(inputs: str | Sequence[str], out_dir: str = "out", **options: Any) -> dict[str, Any]:
     """`sftprep prepare` as a function; keyword options are PrepareOptions fields. Returns the manifest."""
-    from sftprep.options import PrepareOptions
-    from sftprep.run import prepare as run
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.run import prepare as run
 
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     return run(PrepareOptions(inputs=[str(p) for p in paths], out_dir=str(out_dir), **options))
@@ -49,7 +49,7 @@ def load(out_dir: str | Path, as_dataset: bool | None = None) -> Any:
         else:
             files = [str(p) for p in shard_paths(out_dir)]
             if not files:
-                from sftprep.output import SCHEMA
+                from sftprep.preparation.output import SCHEMA
 
                 return datasets.Dataset.from_dict({f.name: [] for f in SCHEMA}, features=_features(datasets))
             return datasets.load_dataset("parquet", data_files=files, split="train")

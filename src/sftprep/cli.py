@@ -88,11 +88,11 @@ def prepare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
-    from sftprep.options import PrepareOptions
-    from sftprep.progress import RunProgress
-    from sftprep.run import prepare as run
-    from sftprep.summary import print_summary, require_examples
-    from sftprep.system_prompt import load_system_prompt
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.progress import RunProgress
+    from sftprep.preparation.run import prepare as run
+    from sftprep.preparation.summary import print_summary, require_examples
+    from sftprep.read.system_prompt import load_system_prompt
 
     opts = PrepareOptions(
         inputs=[str(p) for p in inputs],
@@ -127,7 +127,7 @@ def prepare(
         raise typer.BadParameter(f"--engine {engine!r}: expected local or ray")
     with RunProgress("prepare", quiet=quiet, console=err) as progress:
         if engine == "ray":
-            from sftprep.engines.ray_engine import prepare_ray
+            from sftprep.preparation.ray_engine import prepare_ray
 
             manifest = prepare_ray(opts, ray_address, on_batch=progress.update)
         else:
@@ -155,7 +155,7 @@ def inspect(
         path = html_report(out_dir, html, sample, index or None, seed)
         out.print(f"[green]wrote[/] {path}")
         return
-    from sftprep.inspect import show_example
+    from sftprep.report.inspect import show_example
 
     show_example(out_dir, index[0] if index else 0, out)
 
@@ -177,7 +177,7 @@ def tokenizer_train(
     min_frequency: Annotated[int, typer.Option(help="Minimum pair frequency.")] = 2,
 ) -> None:
     """Train a byte-level BPE over the rendered conversations (template markers as special tokens)."""
-    from sftprep.tokenizer_corpus import train_from_files
+    from sftprep.tokenize.corpus import train_from_files
 
     path = train_from_files([str(f) for f in files], vocab_size, out_dir, template, min_frequency)
     out.print(f"[green]wrote[/] {path}")
@@ -194,7 +194,7 @@ def template_check(
     import dataclasses
     import json
 
-    from sftprep.template_check import check_template, print_report
+    from sftprep.report.template_check import check_template, print_report
 
     report = check_template(template, tokenizer, _parse_pairs(template_var, "--template-var", typed=True))
     if json_out:

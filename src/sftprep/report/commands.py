@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from sftprep.errors import ConfigError
+from sftprep.preparation.summary import require_examples
 from sftprep.report.health import compute_health
 from sftprep.report.html import GENERATOR, render_page
 from sftprep.report.plots import health_plots
 from sftprep.report.terminal import print_health
 from sftprep.report.views import components, count_examples, example_views, read_rows, select_indices
-from sftprep.summary import require_examples
 
 _WRITTEN_BY = "expected a directory written by `sftprep prepare INPUT... -o DIR`"
 

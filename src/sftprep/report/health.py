@@ -22,7 +22,7 @@ from sftprep.report.template_info import TemplateInfo, template_info
 from sftprep.types import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from sftprep.tokenizer import BPETokenizer
+    from sftprep.tokenize.tokenizer import BPETokenizer
 
 FRACTION_RESOLUTION = 1000  # trainable fraction kept in 0.1% bins
 BATCH_ROWS = 4096

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sftprep.tokenizer import BPETokenizer
+    from sftprep.tokenize.tokenizer import BPETokenizer
 
 
 @dataclass
@@ -78,7 +78,7 @@ def template_info(manifest: dict[str, Any], tok: BPETokenizer | None = None) -> 
 def load_recorded_tokenizer(manifest: dict[str, Any]) -> BPETokenizer | None:
     """The tokenizer recorded in the manifest, or None when it cannot be loaded here."""
     from sftprep.errors import SftprepError
-    from sftprep.tokenizer import BPETokenizer
+    from sftprep.tokenize.tokenizer import BPETokenizer
 
     try:
         return BPETokenizer.load(manifest["tokenizer"]["path"])

@@ -15,10 +15,28 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from sftprep.errors import ConfigError, SftprepError
-from sftprep.inspect import TokenView, _role_at
 from sftprep.types import IGNORE_INDEX
 
 DEFAULT_EXAMPLES = 20
+
+
+@dataclass
+class TokenView:
+    id: int
+    trained: bool
+    text: str
+    role: str
+
+
+def role_at(r: Any, pos: int) -> str:
+    """The role of the text at `pos` of a rendered conversation: a trained turn's, a message's, or the template's."""
+    for t in r.turns:
+        if t.start <= pos < t.end:
+            return "assistant"
+    for msg, span in zip(r.conversation.messages, r.message_spans):
+        if span is not None and span.start <= pos < span.end:
+            return msg.role
+    return "template"
 
 
 @dataclass
@@ -78,7 +96,7 @@ def example_views(
 ) -> list[ExampleView]:
     """Token views of the rows, in `order`, given the run's `components`; tokens are decoded one by one
     where the source record is unavailable (or no longer yields the same example)."""
-    from sftprep.options import PrepareOptions
+    from sftprep.preparation.options import PrepareOptions
 
     opts = PrepareOptions(**manifest["options"])
     prepared = _prepare_sources(opts, tok, template, [rows[i] for i in order]) if template is not None else {}
@@ -97,8 +115,8 @@ def example_views(
 
 def components(manifest: dict[str, Any]) -> tuple[Any, Any]:
     """(tokenizer, template) as the run used them; on failure the recorded tokenizer (or None) and None."""
-    from sftprep.options import PrepareOptions
-    from sftprep.pipeline import load_components
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.pipeline import load_components
     from sftprep.report.template_info import load_recorded_tokenizer
 
     opts = PrepareOptions(**manifest["options"])
@@ -114,8 +132,8 @@ def _decode(tok: Any, token_id: int) -> str:
 
 def _prepare_sources(opts: Any, tok: Any, template: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
     """Re-run the pipeline on the source records of `rows`, scanning each source file once."""
-    from sftprep.pipeline import Preparer
-    from sftprep.records import read_records
+    from sftprep.preparation.pipeline import Preparer
+    from sftprep.read.records import read_records
 
     lines: dict[str, set[int]] = defaultdict(set)
     for row in rows:
@@ -154,5 +172,5 @@ def _spans(p: Any, row: dict[str, Any], tok: Any) -> list[tuple[str, str]] | Non
             # byte-level tokens of one character overlap in offsets: the first shows it, the rest decode (to �)
             shared = offsets is not None and k > 0 and a < offsets[k - 1][1]
             text = r.text[piece.start + a : piece.start + b] if offsets and not shared else ""
-            out.append((text or _decode(tok, int(piece_ids[k])), _role_at(r, piece.start + a)))
+            out.append((text or _decode(tok, int(piece_ids[k])), role_at(r, piece.start + a)))
     return out if len(out) == len(row["input_ids"]) else None

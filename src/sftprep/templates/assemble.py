@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 from sftprep.templates.derive import Derivation, TurnResult
-from sftprep.templates.hf_jinja import render as render_jinja
 from sftprep.templates.modes import DEFAULT, Setting
 from sftprep.types import Message, Reject, RenderedConversation, Span, TurnSpan
 
@@ -55,7 +54,7 @@ def _merged(d: Derivation, ok: list[TurnResult]) -> RenderedConversation | None:
         return None
     rendered = _rendered(d, text, ok, _vars(d, s))
     if d.t.has_generation_tags and s == DEFAULT:
-        ranges = render_jinja(d.t._compiled, d.t.variables(d.msgs, d.conv, False, d.opts), True)[1]
+        ranges = d.t.generation_ranges(d.msgs, d.conv, d.opts)
         rendered.tag_disagreements = apply_generation_ranges(rendered, ranges)
     return rendered
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sftprep.templates.hf_messages import edited
 from sftprep.templates.modes import DEFAULT, PROBE_REPLY, PROBE_USER, Setting
@@ -26,8 +26,26 @@ from sftprep.templates.turns import (
 )
 from sftprep.types import Conversation, Message, Reject, Span
 
-if TYPE_CHECKING:
-    from sftprep.templates.jinja_template import JinjaTemplate
+
+class TurnTemplate(Protocol):
+    """What a derivation needs of its template (jinja_template.JinjaTemplate)."""
+
+    has_generation_tags: bool
+
+    def render_messages(
+        self, messages: list[dict[str, Any]], conv: Conversation, gen: bool, opts: Any, setting: Setting = ...
+    ) -> str: ...
+
+    def generation_ranges(self, messages: list[dict[str, Any]], conv: Conversation, opts: Any) -> list[Any]: ...
+
+    def settings(self, opts: Any) -> list[Setting]: ...
+
+    def probe(self, opts: Any, setting: Setting, role: str) -> Stop | None: ...
+
+    def specials(self, opts: Any) -> Specials: ...
+
+    def mismatch_hint(self, d: Derivation, i: int) -> str: ...
+
 
 PROBE_RESULT = "SFTPREP_PROBE_RESULT_19e2"
 PROBE_TOOL = {
@@ -97,7 +115,7 @@ class TurnResult:
 class Derivation:
     """One record's renders (cached) and its turns."""
 
-    def __init__(self, tmpl: JinjaTemplate, conv: Conversation, messages: list[dict[str, Any]], opts: Any) -> None:
+    def __init__(self, tmpl: TurnTemplate, conv: Conversation, messages: list[dict[str, Any]], opts: Any) -> None:
         self.t, self.conv, self.msgs, self.opts = tmpl, conv, messages, opts
         self.specials = tmpl.specials(opts)
         self._renders: dict[tuple[object, ...], str] = {}

@@ -116,6 +116,10 @@ class JinjaTemplate:
     ) -> str:
         return render(self._compiled, self.variables(messages, conv, gen, opts, setting))[0]
 
+    def generation_ranges(self, messages: list[dict[str, Any]], conv: Conversation, opts: RenderOptions) -> list[Any]:
+        """The `{% generation %}` ranges of the full render (a cross-check of the derived spans)."""
+        return render(self._compiled, self.variables(messages, conv, False, opts), True)[1]
+
     def specials(self, opts: RenderOptions) -> Specials:
         return self._cached(("specials", *self._opts_key(opts)), lambda: self._specials(opts))
 

@@ -13,11 +13,11 @@ from typing import Any
 from sftprep import __version__
 from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
-from sftprep.options import PrepareOptions
+from sftprep.preparation.options import PrepareOptions
 from sftprep.templates.base import ChatTemplate, RenderOptions, template_sha256
 from sftprep.templates.jinja_template import JinjaTemplate
 from sftprep.templates.spec import SpecTemplate, TemplateSpec
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 
 BUNDLE_FILE = "sftprep_model.json"
 TOKENIZER_FILES = (

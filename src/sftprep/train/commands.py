@@ -171,7 +171,7 @@ def add_tokens_cli(
     overwrite: Annotated[bool, Opt(help="Replace an OUT_DIR an earlier add-tokens wrote.")] = False,
 ) -> None:
     """Copy a tokenizer with role/separator tokens added as special tokens (train resizes the model)."""
-    from sftprep.train.tokens import add_tokens
+    from sftprep.tokenize.add_tokens import add_tokens
 
     result = add_tokens(tokenizer, out_dir, list(token), template, pad_token, overwrite)
     out = Console()

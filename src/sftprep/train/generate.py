@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sftprep.build_loss_labels import encode_and_label
 from sftprep.errors import ConfigError
-from sftprep.pipeline import Preparer
+from sftprep.labels.build_loss_labels import encode_and_label
+from sftprep.preparation.pipeline import Preparer
 from sftprep.train.bundle import DataBundle, load_model_bundle
 from sftprep.train.model import no_progress_bars
 from sftprep.types import RawRecord, RenderedConversation

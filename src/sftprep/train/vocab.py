@@ -31,7 +31,7 @@ class VocabPlan:
 
 
 def _saved_tokenizer(model_dir: Path) -> Any | None:
-    from sftprep.tokenizer import BPETokenizer
+    from sftprep.tokenize.tokenizer import BPETokenizer
 
     if not (model_dir / "tokenizer.json").is_file():
         return None

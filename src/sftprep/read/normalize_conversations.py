@@ -11,15 +11,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sftprep.errors import ConfigError
-from sftprep.formats import (
+from sftprep.read.formats import (
     Invalid,
     Parsed,
     invalid,
     parse_messages,
     parse_sharegpt,
 )
-from sftprep.formats_instruct import parse_alpaca, parse_prompt_completion
-from sftprep.records import split_error
+from sftprep.read.formats_instruct import parse_alpaca, parse_prompt_completion
+from sftprep.read.records import split_error
 from sftprep.types import Conversation, Message, RawRecord, Reject
 
 FORMATS: tuple[str, ...] = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")

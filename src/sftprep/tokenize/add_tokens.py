@@ -17,7 +17,7 @@ from tokenizers import AddedToken, Tokenizer
 
 from sftprep.errors import ConfigError
 from sftprep.outdir import check_replaceable, make_staging, out_dir_lock, replace_dir
-from sftprep.tokenizer import BPETokenizer, default_tokenizer_dir
+from sftprep.tokenize.tokenizer import BPETokenizer, default_tokenizer_dir
 
 TOKENS_FILE = "sftprep_tokens.json"
 _COPIED = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json", "generation_config.json")
@@ -77,7 +77,7 @@ def _source(path: str) -> tuple[Tokenizer, dict[str, Any], Path | None]:
     """(the raw tokenizer, its tokenizer_config.json values, the directory of files to copy along)."""
     p = default_tokenizer_dir() if path in ("default", "") else Path(path)
     if p.suffix == ".tiktoken" and p.is_file():
-        from sftprep.tiktoken_convert import load_tiktoken
+        from sftprep.tokenize.tiktoken_convert import load_tiktoken
 
         tok, specials = load_tiktoken(p)
         eos = specials.get("eos")

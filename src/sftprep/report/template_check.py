@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftprep.options import PrepareOptions
-from sftprep.pipeline import Preparer, load_components
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.pipeline import Preparer, load_components
 from sftprep.templates.base import ChatTemplate
 from sftprep.templates.hf_jinja import template_variables as hf_template_variables
 from sftprep.templates.jinja_template import JinjaTemplate

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sftprep.boundary_check import absorb_rstrip, check_boundaries
-from sftprep.build_loss_labels import (
+from sftprep.labels.boundary_check import absorb_rstrip, check_boundaries
+from sftprep.labels.build_loss_labels import (
     Encoded,
     EncodeJob,
     Encodings,
@@ -20,16 +20,16 @@ from sftprep.build_loss_labels import (
     plan_encoding,
     run_encoding,
 )
-from sftprep.manifest import Stats
-from sftprep.normalize_conversations import normalize_conversations
-from sftprep.options import PrepareOptions
-from sftprep.render_chat_prompt import render_chat_prompt, split_turns
-from sftprep.special_text import masked_conversation, needs_marking, placeholder_spans, widen_to_words
-from sftprep.system_prompt import maybe_add_system_prompt
+from sftprep.labels.truncation import drop_oldest_exchange, only_turn, truncate_right
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.stats import Stats
+from sftprep.read.normalize_conversations import normalize_conversations
+from sftprep.read.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
 from sftprep.templates.loader import load_template, renders_instead
-from sftprep.tokenizer import BPETokenizer
-from sftprep.truncation import drop_oldest_exchange, only_turn, truncate_right
+from sftprep.templates.render_chat_prompt import render_chat_prompt, split_turns
+from sftprep.tokenize.special_text import masked_conversation, needs_marking, placeholder_spans, widen_to_words
+from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, Conversation, RawRecord, Reject, RenderedConversation
 
 
@@ -168,7 +168,7 @@ class Preparer:
                 result.rejects.append(p.reject)
                 self.stats.rejected(source, p.reject.reason)
                 continue
-            self.stats.count_record(p)
+            self.stats.count_record(source, p.conv, p.units)
             for u in p.units:
                 for r in u.dropped_turns:
                     result.rejects.append(replace(r, record=p.raw.data, raw_text=p.raw.raw_text))

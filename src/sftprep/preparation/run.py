@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sftprep import __version__
-from sftprep.build_loss_labels import Encodings
 from sftprep.errors import ConfigError, StrictModeError
-from sftprep.manifest import Stats, build_manifest
-from sftprep.options import PrepareOptions
+from sftprep.labels.build_loss_labels import Encodings
 from sftprep.outdir import (
     STAGING_MARKER,
     check_replaceable,
@@ -35,11 +33,14 @@ from sftprep.outdir import (
     replace_dir,
     staging_dir,
 )
-from sftprep.output import RejectWriter, ShardWriter, write_manifest
-from sftprep.pipeline import BatchResult, PendingBatch, Preparer, load_components
-from sftprep.records import iter_input_files, read_records
+from sftprep.preparation.manifest import build_manifest
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.output import RejectWriter, ShardWriter, write_manifest
+from sftprep.preparation.pipeline import BatchResult, PendingBatch, Preparer, load_components
+from sftprep.preparation.stats import Stats
+from sftprep.read.records import iter_input_files, read_records
 from sftprep.templates.base import ChatTemplate, template_sha256
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import RawRecord
 
 BATCH_BYTES = 1 << 20  # a batch also ends after this much input: long conversations still spread over workers

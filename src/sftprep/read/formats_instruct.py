@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sftprep.formats import Parsed, _system, invalid, openai_message, parse_tools, wrong_type
-from sftprep.records import json_type_name
+from sftprep.read.formats import Parsed, _system, invalid, openai_message, parse_tools, wrong_type
+from sftprep.read.records import json_type_name
 from sftprep.types import Message
 
 

@@ -10,23 +10,20 @@ can turn it into a stable reject reason with `split_error`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gzip
-import io
 import json
-import re
 import shlex
 import zlib
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from sftprep.errors import InputError
-from sftprep.format_hints import UNREADABLE, conversion_command
+from sftprep.read.format_hints import UNREADABLE, conversion_command
+from sftprep.read.sniff import sniff_format
 from sftprep.types import RawRecord
 
 ERR_INVALID_JSON = "invalid_json"
@@ -117,59 +114,6 @@ def iter_input_files(paths: Iterable[str | Path]) -> list[Path]:
 # Formats sftprep reads (`sniff_format` names): a JSON array / document, JSON Lines, an empty file, and text
 # that is none of the formats below (read as JSON Lines: each bad line becomes a reject).
 READABLE = ("json", "jsonl", "empty", "text")
-# Leading bytes of binary formats.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"PAR1", "parquet"),
-    (b"ARROW1", "arrow"),
-    (b"\xff\xff\xff\xff", "arrow-stream"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"BZh", "bz2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"PK\x03\x04", "zip"),
-    (b"PK\x05\x06", "zip"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-)
-_HEADER_FIELD = re.compile(r'^\s*"?[\w .:/()\-]{1,64}"?\s*$')
-_SNIFF_BYTES = 4096
-
-
-def sniff_format(path: str | Path) -> str:
-    """What the file holds, from its first bytes (inside gzip): a READABLE name, or an UNREADABLE one."""
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES)
-    if head.startswith(_GZIP_MAGIC):
-        try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(_SNIFF_BYTES)
-        except (OSError, EOFError, zlib.error):
-            return "text"  # a damaged gzip: the reader reports where it stopped
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
-    if not text:
-        return "empty"
-    if text[:1] == b"[":
-        return "json"
-    if text[:1] == b"{":
-        return "jsonl"
-    for sep, name in (("\t", "tsv"), (",", "csv")):
-        if _looks_tabular(text.decode("utf-8", errors="replace"), sep, whole=len(head) < _SNIFF_BYTES):
-            return name
-    return "text"
-
-
-def _looks_tabular(text: str, sep: str, whole: bool) -> bool:
-    """A header of 2+ column names, and a first row (when there is one) with as many fields."""
-    try:
-        rows = list(islice(csv.reader(io.StringIO(text), delimiter=sep), 3))
-    except csv.Error:
-        return False
-    if not rows or len(rows[0]) < 2 or not all(_HEADER_FIELD.match(f) for f in rows[0]):
-        return False
-    complete = rows[1:] if whole else rows[1:-1]  # the last row read may be cut at _SNIFF_BYTES
-    return all(len(r) == len(rows[0]) for r in complete[:1])
 
 
 def format_problem(path: Path, given: str) -> str | None:
@@ -235,21 +179,33 @@ def _first_significant_byte(f: IO[bytes]) -> bytes:
         f.seek(0)
 
 
-def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
-    lines_read = [0]  # updated by _iter_jsonl, so a read error can say where it happened
-    with _open_binary(path) as f:
+RawLine = tuple[int, int, bytes | None, RawRecord | None]
+"""(line, byte offset, an unparsed JSONL line or None, the record already made or None): one record of a file."""
+
+
+def iter_raw_lines(path: str | Path, source: str) -> Iterator[RawLine]:
+    """The walk over a file that `read_records` parses (gzip, BOM, blank lines skipped but counted, a JSON array
+    or a pretty-printed object parsed whole, read errors as records): JSONL lines come unparsed, so an engine
+    can parse them elsewhere with `parse_line`."""
+    lines_read = [0]  # updated by the JSONL walk, so a read error can say where it happened
+    with _open_binary(Path(path)) as f:
         try:
             kind = _first_significant_byte(f)
             if not kind:
                 return
             if kind == b"[":
-                yield from _iter_document(f.read(), source)
+                yield from ((r.line, 0, None, r) for r in _iter_document(f.read(), source))
             else:
-                yield from _iter_jsonl(f, source, lines_read)
+                yield from _jsonl_lines(f, source, lines_read)
         except (OSError, EOFError, zlib.error) as exc:
             line = lines_read[0] + 1
             msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
-            yield RawRecord(source, line, error=f"{ERR_READ}: {msg}")
+            yield line, 0, None, RawRecord(source, line, error=f"{ERR_READ}: {msg}")
+
+
+def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
+    for line, offset, raw, record in iter_raw_lines(path, source):
+        yield record if record is not None else parse_line(raw or b"", line, offset, source)
 
 
 def _error(source: str, line: int, kind: str, message: str, raw_text: str | None) -> RawRecord:
@@ -260,7 +216,7 @@ def _reject_constant(name: str) -> Any:
     raise _NanError(name)
 
 
-def _iter_jsonl(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawRecord]:
+def _jsonl_lines(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawLine]:
     offset = 0
     lineno = 0
     seen_content = False
@@ -278,12 +234,12 @@ def _iter_jsonl(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[Ra
             if len(raw) < 16 and raw.strip() == b"{":
                 # A pretty-printed single JSON object, not JSONL: parse the whole file as one document.
                 f.seek(0)
-                yield from _iter_document(f.read(), source)
+                yield from ((r.line, 0, None, r) for r in _iter_document(f.read(), source))
                 return
-        yield _parse_line(raw, lineno, line_offset, source)
+        yield lineno, line_offset, raw, None
 
 
-def _parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
+def parse_line(raw: bytes, lineno: int, file_offset: int, source: str) -> RawRecord:
     """One JSONL line as a RawRecord (with `size`, the line's bytes, also for a line that is rejected)."""
     record = _parse_json_line(raw, lineno, file_offset, source)
     return record if record.size else dataclasses.replace(record, size=len(raw))

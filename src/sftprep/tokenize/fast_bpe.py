@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from sftprep.tiktoken_convert import bytes_to_unicode
+from sftprep.tokenize.tiktoken_convert import bytes_to_unicode
 
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

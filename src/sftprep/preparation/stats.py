@@ -1,4 +1,5 @@
-"""Counters of a run and the manifest that records them with every option and input hash."""
+"""The counters of a run: per input file (reconciled: read = with examples + rejected), by reason, and per
+trained turn. Batches count on their own (in worker processes) and are merged."""
 
 from __future__ import annotations
 
@@ -6,14 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sftprep import __version__
-from sftprep.templates.base import ChatTemplate, template_sha256
-from sftprep.tokenizer import BPETokenizer
+from sftprep.types import Conversation, RenderedConversation
 
 if TYPE_CHECKING:
-    from sftprep.build_loss_labels import Encoded
-    from sftprep.options import PrepareOptions
-    from sftprep.pipeline import Prepared
+    from sftprep.labels.build_loss_labels import Encoded
 
 
 @dataclass
@@ -91,14 +88,14 @@ class Stats:
         self._file(name).records_rejected += 1
         self.rejected_by_reason[reason] += 1
 
-    def count_record(self, p: Prepared) -> None:
-        self._file(p.raw.source_file).records_with_examples += 1
-        if any(u.turn >= 0 for u in p.units) and len(p.units) > 1:
+    def count_record(self, source: str, conv: Conversation | None, units: list[RenderedConversation]) -> None:
+        self._file(source).records_with_examples += 1
+        if any(u.turn >= 0 for u in units) and len(units) > 1:
             self.split_conversations += 1
-        self.special_tokens_in_content += max((len(u.special_in_content) for u in p.units), default=0)
-        self.generation_tag_disagreements += sum(u.tag_disagreements for u in p.units)
-        self.reasoning_not_rendered += reasoning_not_rendered(p)
-        for u in p.units:
+        self.special_tokens_in_content += max((len(u.special_in_content) for u in units), default=0)
+        self.generation_tag_disagreements += sum(u.tag_disagreements for u in units)
+        self.reasoning_not_rendered += reasoning_not_rendered(conv, units)
+        for u in units:
             self.turns.update(u.counts)
 
     def example(self, name: str, e: Encoded) -> None:
@@ -119,83 +116,14 @@ class Stats:
         return sum(f.records_rejected for f in self.files.values())
 
 
-def reasoning_not_rendered(p: Prepared) -> int:
+def reasoning_not_rendered(conv: Conversation | None, units: list[RenderedConversation]) -> int:
     """Assistant messages with reasoning that appears in none of the record's rendered texts (the template
     drops it: Qwen2.5, Llama 3 and Phi-3 do; it is then neither context nor trained)."""
-    if p.conv is None:
+    if conv is None:
         return 0
-    texts = [u.text for u in p.units]
+    texts = [u.text for u in units]
     return sum(
         1
-        for m in p.conv.messages
+        for m in conv.messages
         if m.reasoning and m.reasoning.strip() and not any(m.reasoning.strip() in t for t in texts)
     )
-
-
-def _template_record(opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> dict[str, Any]:
-    from sftprep.templates.base import RenderOptions
-
-    ropts = RenderOptions(
-        bos_token=tok.bos_token or "",
-        eos_token=tok.eos_token or "",
-        template_vars=opts.template_vars,
-        special_tokens_map=tok.special_tokens_map,
-    )
-    marker = template.end_of_turn(ropts)
-    return {
-        "name": template.name,
-        "sha256": template_sha256(template),
-        "end_of_turn": marker,
-        "end_of_turn_is_token": marker is None or tok.token_to_id(marker) is not None,
-        # no marker in the template: the tokenizer's eos is appended to each trained turn
-        "eos_appended": marker is None and opts.train_on_eos and bool(tok.eos_token),
-        "text": template.source_text,
-    }
-
-
-def build_manifest(
-    opts: PrepareOptions,
-    tok: BPETokenizer,
-    template: ChatTemplate,
-    stats: Stats,
-    shards: list[str],
-    cache_key: str = "",
-) -> dict[str, Any]:
-    unreconciled = [name for name, f in stats.files.items() if not f.reconciled]
-    if unreconciled:  # a bug, never bad input: fail loudly
-        raise AssertionError(f"records do not reconcile for {unreconciled}: {stats.files}")
-    return {
-        "sftprep_version": __version__,
-        "cache_key": cache_key,
-        "records_read": stats.records_read,
-        "examples_written": stats.examples,
-        "records_rejected": stats.records_rejected,
-        "rejected_by_reason": dict(sorted(stats.rejected_by_reason.items())),
-        "examples_dropped_by_reason": dict(sorted(stats.dropped_examples.items())),
-        "tokens": stats.tokens,
-        "trainable_tokens": stats.trainable_tokens,
-        "truncated": stats.truncated,
-        "straddling_tokens": stats.boundary_merges,
-        "split_for_tokenization": stats.split_for_tokenization,
-        "split_conversations": stats.split_conversations,
-        "special_tokens_in_content": stats.special_tokens_in_content,
-        "generation_tag_disagreements": stats.generation_tag_disagreements,
-        "reasoning_not_rendered": stats.reasoning_not_rendered,
-        "turns": dict(sorted(stats.turns.items())),
-        "turns_rejected_by_reason": dict(sorted(stats.turns_rejected_by_reason.items())),
-        "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
-        "shards": shards,
-        "tokenizer": {
-            "path": tok.path,
-            "loader": tok.loader,
-            "tiktoken_for_ascii": tok.fast is not None,  # exact stand-in for HF on ASCII text (fast_bpe.py)
-            "sha256": tok.sha256,
-            "bos_token": tok.bos_token,
-            "eos_token": tok.eos_token,
-            "pad_token": tok.pad_token,
-            "pad_id": tok.pad_id,
-            "vocab_size": tok.vocab_size,
-        },
-        "template": _template_record(opts, tok, template),
-        "options": opts.recorded(),
-    }

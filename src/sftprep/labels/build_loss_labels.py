@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from tokenizers import Encoding
 
-from sftprep.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, split_piece
-from sftprep.tokenizer import BPETokenizer
+from sftprep.tokenize.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, split_piece
+from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
 
 

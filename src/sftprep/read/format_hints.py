@@ -1,4 +1,4 @@
-"""Formats sftprep recognises in an input file but does not read (see `records.sniff_format`), and for each a
+"""Formats sftprep recognises in an input file but does not read (see `sniff.sniff_format`), and for each a
 shell command that converts it into something it reads. tests/test_hints.py runs every command."""
 
 from __future__ import annotations

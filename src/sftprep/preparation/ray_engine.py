@@ -1,7 +1,7 @@
 """The Ray Data engine: the local engine's per-batch preparation (`Preparer.run_batch`) mapped over a
 `ray.data.Dataset`, so a run scales to a Ray cluster with no machinery of sftprep's own.
 
-`prepare_ray` gives `sftprep.run.prepare`'s OUT_DIR (same Parquet bytes and rejects.jsonl; the manifest adds
+`prepare_ray` gives `sftprep.preparation.run.prepare`'s OUT_DIR (same Parquet bytes and rejects.jsonl; the manifest adds
 `"engine": "ray"`): read tasks on the driver's node read the files (one per file, streaming, exact line
 numbers), actors anywhere parse and prepare the records (tokenizer and template loaded once per actor), the
 driver writes results in record order. Every node needs the same sftprep and tokenizer/template files at the
@@ -15,26 +15,26 @@ import dataclasses
 import json
 import os
 import pickle
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sftprep import __version__, records
+from sftprep import __version__
 from sftprep.errors import ConfigError, StrictModeError
-from sftprep.manifest import Stats, build_manifest
-from sftprep.options import PrepareOptions
 from sftprep.outdir import make_staging, remove_staging, replace_dir
-from sftprep.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
-from sftprep.pipeline import BatchResult, Preparer, load_components
-from sftprep.records import ERR_READ, iter_input_files
-from sftprep.run import BATCH_BYTES, MARKERS, WRITTEN, RunStart, begin_run, locked_out_dir, worker_count
+from sftprep.preparation.manifest import build_manifest
+from sftprep.preparation.options import PrepareOptions
+from sftprep.preparation.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
+from sftprep.preparation.pipeline import BatchResult, Preparer, load_components
+from sftprep.preparation.run import BATCH_BYTES, MARKERS, WRITTEN, RunStart, begin_run, locked_out_dir, worker_count
+from sftprep.preparation.stats import Stats
+from sftprep.read.records import RawLine, iter_input_files, iter_raw_lines, parse_line
 from sftprep.templates.base import template_sha256
 from sftprep.types import RawRecord, Reject
 
@@ -62,7 +62,7 @@ EXAMPLE, REJECT, STATS = "example", "reject", "stats"
 BLOCK_BYTES = 1 << 20  # Ray's default (128 MiB) would make a block, one actor's work, of a whole file
 _FILE_SHIFT = 32  # batch key of prepare_ray's reader: file index << 32 | batch index in the file
 
-RawRow = tuple[int, int, bytes | None, RawRecord | None]  # line, offset, raw line bytes | parsed record
+RawRow = RawLine  # line, offset, raw line bytes | parsed record
 _AUTH_HINT = "on a cluster node use `auto`; HOST:PORT with token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
 
 
@@ -74,9 +74,10 @@ def require_ray() -> None:
 def prepare_ray(
     opts: PrepareOptions, ray_address: str | None = None, on_batch: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """`sftprep.run.prepare` on Ray: same OUT_DIR (+ "engine": "ray" in the manifest), up-to-date and --overwrite
-    rules, staging directory and rename. `ray_address`: a running cluster ("auto", "HOST:6379"); None: a local
-    instance of `opts.workers` CPUs (0: all) for the run. An initialized Ray is used as is. No --resume."""
+    """`sftprep.preparation.run.prepare` on Ray: same OUT_DIR (+ "engine": "ray" in the manifest), up-to-date
+    and --overwrite rules, staging directory and rename. `ray_address`: a running cluster ("auto",
+    "HOST:6379"); None: a local instance of `opts.workers` CPUs (0: all) for the run. An initialized Ray is
+    used as is. No --resume."""
     require_ray()
     opts.validate()
     if opts.resume:
@@ -247,43 +248,8 @@ def _raw_table(source: str, batch: int, rows: list[RawRow]) -> pa.Table:
 
 
 def raw_rows(path: Path, source: str) -> Iterator[RawRow]:
-    """records.read_records' walk over a file (gzip, BOM, blank lines skipped but counted, a JSON array or
-    pretty-printed object parsed whole, read errors), yielding JSONL lines unparsed."""
-    lines_read = [0]
-    with records._open_binary(path) as f:
-        try:
-            kind = records._first_significant_byte(f)
-            if kind == b"[":
-                yield from _document_rows(f, source)
-            elif kind:
-                yield from _jsonl_rows(f, source, lines_read)
-        except (OSError, EOFError, zlib.error) as exc:
-            line = lines_read[0] + 1
-            msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
-            yield line, 0, None, RawRecord(source, line, error=f"{ERR_READ}: {msg}")
-
-
-def _document_rows(f: IO[bytes], source: str) -> Iterator[RawRow]:
-    f.seek(0)
-    return ((r.line, 0, None, r) for r in records._iter_document(f.read(), source))
-
-
-def _jsonl_rows(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawRow]:
-    offset = 0
-    seen_content = False
-    for lineno, raw in enumerate(f, 1):
-        lines_read[0] = lineno
-        line_offset, offset = offset, offset + len(raw)
-        if lineno == 1 and raw.startswith(records._BOM):
-            raw = raw[len(records._BOM) :]
-        if not raw or raw.isspace():
-            continue
-        if not seen_content:
-            seen_content = True
-            if len(raw) < 16 and raw.strip() == b"{":  # a pretty-printed single object, not JSONL
-                yield from _document_rows(f, source)
-                return
-        yield lineno, line_offset, raw, None
+    """read_records' walk over a file, JSONL lines unparsed (parsed on the workers: `raw_record`)."""
+    return iter_raw_lines(path, source)
 
 
 def raw_record(row: dict[str, Any]) -> RawRecord:
@@ -294,7 +260,7 @@ def raw_record(row: dict[str, Any]) -> RawRecord:
     if raw is None:
         text = row["text"]
         raw = (text if text.endswith("\n") else text + "\n").encode("utf-8", "surrogatepass")
-    return records._parse_line(raw, int(row["line"]), int(row.get("offset") or 0), row["source_file"])
+    return parse_line(raw, int(row["line"]), int(row.get("offset") or 0), row["source_file"])
 
 
 def map_prepare(ds: ray.data.Dataset, opts: PrepareOptions, *, concurrency: int | None = None) -> ray.data.Dataset:

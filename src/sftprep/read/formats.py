@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sftprep.records import json_type_name
+from sftprep.read.records import json_type_name
 from sftprep.types import ROLES, Message, ToolCall
 
 _ROLE_SET = frozenset(ROLES)

@@ -16,8 +16,8 @@ from typing import Any
 from tokenizers import Encoding, Tokenizer
 
 from sftprep.errors import ConfigError
-from sftprep.fast_bpe import FastBPE, fast_bpe
-from sftprep.literal_segments import LiteralCache
+from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
+from sftprep.tokenize.literal_segments import LiteralCache
 
 DEFAULT_TOKENIZER = "default"
 
@@ -56,7 +56,7 @@ class BPETokenizer:
         if p.is_dir():
             return cls._load_dir(p)
         if p.suffix == ".tiktoken":
-            from sftprep.tiktoken_convert import load_tiktoken
+            from sftprep.tokenize.tiktoken_convert import load_tiktoken
 
             tok, specials = load_tiktoken(p)
             return cls(tok, str(p), _sha256(p), eos_token=specials.get("eos"), pad_token=specials.get("eos"))

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sftprep.build_loss_labels import Encoded
-from sftprep.tokenizer import BPETokenizer
+from sftprep.labels.build_loss_labels import Encoded
+from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import RenderedConversation, TurnSpan
 
 WINDOW = 64

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sftprep.build_loss_labels import Encoded
+from sftprep.labels.build_loss_labels import Encoded
 from sftprep.types import Conversation
 
 TRUNCATION_MODES: tuple[str, ...] = ("drop", "right", "history")

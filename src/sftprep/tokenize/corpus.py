@@ -7,12 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sftprep.errors import ConfigError, NoExamplesError, TemplateError
-from sftprep.normalize_conversations import normalize_conversations
-from sftprep.outdir import check_replaceable, make_staging, normalized, out_dir_lock, remove_staging, replace_dir
-from sftprep.records import iter_input_files, read_records
+from sftprep.outdir import (
+    check_replaceable,
+    make_staging,
+    normalized,
+    out_dir_lock,
+    remove_staging,
+    replace_dir,
+)
+from sftprep.read.normalize_conversations import normalize_conversations
+from sftprep.read.records import iter_input_files, read_records
 from sftprep.templates.base import RenderOptions
 from sftprep.templates.spec import SpecTemplate, builtin_specs
-from sftprep.tokenizer_train import save_tokenizer_dir, train_bpe
+from sftprep.tokenize.train_bpe import save_tokenizer_dir, train_bpe
 from sftprep.types import Reject
 
 PAD = "<|endoftext|>"

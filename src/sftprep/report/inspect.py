@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +11,17 @@ from rich.text import Text
 
 from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
+from sftprep.report.views import TokenView, components, example_views
 
 TRAINED = ("bold black on green3", "bold black on dark_olive_green2")
 MASKED = ("grey85 on grey23", "grey85 on grey35")
 
 
-@dataclass
-class TokenView:
-    id: int
-    trained: bool
-    text: str
-    role: str
-
-
 def read_example(out_dir: Path, index: int) -> dict[str, Any]:
     """Example `index` of OUT_DIR (checked: ConfigError for a bad OUT_DIR or index, NoExamplesError, exit 3,
     for an OUT_DIR without examples)."""
+    from sftprep.preparation.summary import require_examples
     from sftprep.report.commands import load_out_dir
-    from sftprep.summary import require_examples
 
     out_dir, manifest = load_out_dir(out_dir)
     require_examples(manifest, out_dir)
@@ -48,21 +40,9 @@ def read_example(out_dir: Path, index: int) -> dict[str, Any]:
 def token_views(out_dir: Path, row: dict[str, Any]) -> list[TokenView]:
     """Tokens with their text and role, re-deriving roles by re-rendering the source record (the same
     code as the HTML report: report/views.py)."""
-    from sftprep.report.views import components, example_views
-
     manifest = read_manifest(out_dir)
     tok, template = components(manifest)
     return example_views(manifest, {0: row}, [0], tok, template)[0].tokens
-
-
-def _role_at(r: Any, pos: int) -> str:
-    for t in r.turns:
-        if t.start <= pos < t.end:
-            return "assistant"
-    for msg, span in zip(r.conversation.messages, r.message_spans):
-        if span is not None and span.start <= pos < span.end:
-            return msg.role
-    return "template"
 
 
 def render_tokens(views: list[TokenView]) -> Text:
