@@ -218,9 +218,11 @@ def test_forced_format() -> None:
     rejected({"x": 1}, "format_mismatch", fmt="prompt-completion")
 
 
-def test_unknown_fmt_value_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown --format"):
-        norm({"instruction": "a", "output": "b"}, fmt="csv")
+def test_unknown_fmt_value_is_a_config_error_at_the_edge() -> None:
+    from sftprep.preparation.options import PrepareOptions
+
+    with pytest.raises(ConfigError, match="--format 'csv': expected one of auto, messages"):
+        PrepareOptions(inputs=["x.jsonl"], format="csv").validate()  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- reader errors and robustness

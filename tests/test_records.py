@@ -21,8 +21,6 @@ from sftprep.read.records import (
     MAX_RAW_TEXT,
     iter_input_files,
     read_records,
-    sniff_format,
-    split_error,
 )
 from sftprep.types import RawRecord
 
@@ -38,7 +36,7 @@ def read(path: Path) -> list[RawRecord]:
 
 def kind(rec: RawRecord) -> str:
     assert rec.error is not None, rec
-    return split_error(rec.error)[0]
+    return str(rec.error_kind)
 
 
 # ---------------------------------------------------------------------------- good input
@@ -287,43 +285,12 @@ def test_iter_input_files_needs_at_least_one(tmp_path: Path) -> None:
         iter_input_files([])
 
 
-def test_split_error_unknown_prefix() -> None:
-    assert split_error("invalid_json: bad") == ("invalid_json", "bad")
-    assert split_error("something odd") == ("read_error", "something odd")
-
-
-# ---------------------------------------------------------------------------- sniff_format
-
-
-@pytest.mark.parametrize(
-    ("content", "kind"),
-    [
-        (b'{"a": 1}\n', "jsonl"),
-        (b"\xef\xbb\xbf  [\n{}]", "json"),
-        (b"", "empty"),
-        (b" \n\n", "empty"),
-        (b"PAR1\x15\x04", "parquet"),
-        (b"ARROW1\x00\x00", "arrow"),
-        (b"\xff\xff\xff\xff\x10\x00", "arrow-stream"),
-        (b"\x28\xb5\x2f\xfd\x00", "zstd"),
-        (b"BZh91AY&SY", "bz2"),
-        (b"\xfd7zXZ\x00\x00", "xz"),
-        (b"PK\x03\x04\x14", "zip"),
-        ('{"a": 1}\n'.encode("utf-16"), "utf-16"),
-        (b"instruction,input,output\na,b,c\n", "csv"),
-        (b'"q","a"\n"x, y",z\n', "csv"),
-        (b"prompt\tcompletion\nhi\tthere\n", "tsv"),
-        (b"Hello, world\nthis is text, with, commas\n", "text"),  # not a header: the rows disagree
-        (b"just a line of text\n", "text"),
-        (b'garbage first line\n{"messages": []}\n', "text"),  # read as JSONL: one bad line, not a refusal
-    ],
-)
-def test_sniff_format(tmp_path: Path, content: bytes, kind: str) -> None:
-    p = tmp_path / "f"
-    p.write_bytes(content)
-    assert sniff_format(p) == kind
-    p.write_bytes(gzip.compress(content))
-    assert sniff_format(p) == kind  # the same inside gzip
+def test_every_error_has_its_kind_apart_from_its_text(tmp_path: Path) -> None:
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(b'{"a": 1\n[1]\n{"x": NaN}\n\xe9\n')
+    recs = list(read_records(p))
+    assert [r.error_kind for r in recs] == ["invalid_json", "not_object", "nan_literal", "bad_encoding"]
+    assert all(r.error and not r.error.startswith(r.error_kind + ":") for r in recs)
 
 
 def test_unreadable_formats_are_refused_up_front(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sftprep.errors import ConfigError, InputError
+from sftprep.preparation.options import PrepareOptions
 from sftprep.read.system_prompt import POLICIES, load_system_prompt, maybe_add_system_prompt
 from sftprep.types import Conversation, Message
 
@@ -61,10 +62,10 @@ def test_unchanged_when_nothing_to_do_returns_same_object() -> None:
     assert maybe_add_system_prompt(original, "NEW", "if-missing") is original
 
 
-def test_unknown_policy() -> None:
+def test_unknown_policy_is_refused_at_the_edge() -> None:
     assert POLICIES == ("if-missing", "always", "replace", "never")
-    with pytest.raises(ConfigError, match="unknown --system-policy"):
-        maybe_add_system_prompt(conv(U, A), "x", "sometimes")
+    with pytest.raises(ConfigError, match="--system-policy 'sometimes'"):
+        PrepareOptions(inputs=["x.jsonl"], system_policy="sometimes").validate()  # type: ignore[arg-type]
 
 
 def test_load_system_prompt_literal_and_escape() -> None:

@@ -6,12 +6,24 @@ records -> RawRecord -> Conversation -> RenderedConversation -> Example
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 IGNORE_INDEX = -100
 
 Role = Literal["system", "user", "assistant", "tool"]
-ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+ROLES: tuple[str, ...] = get_args(Role)
+
+# The modes of `prepare`, validated once at the edge (PrepareOptions.validate); stages take them as typed.
+FormatName = Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion"]
+SystemPolicy = Literal["if-missing", "always", "replace", "never"]
+MaskMode = Literal["assistant", "last-turn", "split-turns", "none"]
+TruncationMode = Literal["drop", "right", "history"]
+ReasoningMode = Literal["auto", "thinking", "non-thinking", "reject"]
+FORMATS: tuple[str, ...] = get_args(FormatName)
+SYSTEM_POLICIES: tuple[str, ...] = get_args(SystemPolicy)
+MASKS: tuple[str, ...] = get_args(MaskMode)
+TRUNCATIONS: tuple[str, ...] = get_args(TruncationMode)
+REASONING_MODES: tuple[str, ...] = get_args(ReasoningMode)
 
 
 @dataclass(frozen=True)
@@ -19,13 +31,15 @@ class RawRecord:
     """One record as read from an input file, before any interpretation.
 
     `line` is the 1-based line of a JSONL file or the 1-based index in a JSON array.
-    Exactly one of `data` and `error` is set: `error` when the record could not even be parsed.
+    Exactly one of `data` and `error` is set: `error` (what went wrong) when the record could not even be
+    parsed, with `error_kind` its stable reason (read/records.py ERROR_KINDS).
     """
 
     source_file: str
     line: int
     data: Any = None
     error: str | None = None
+    error_kind: str | None = None
     raw_text: str | None = None
     size: int = field(default=0, compare=False)  # bytes of input it came from, where known (bounds batches)
 

@@ -107,6 +107,22 @@ def _plan_trained_only(r: RenderedConversation, mask_all: bool) -> list[Piece] |
     return pieces
 
 
+class Text(NamedTuple):
+    """A piece (or part) HF encodes with the batch: `normal[k]`."""
+
+    k: int
+
+
+class PlainText(NamedTuple):
+    """A plain piece (user text spelling an added token) HF encodes as text: `plain[k]`."""
+
+    k: int
+
+
+Part = Text | np.ndarray  # ids known already: tiktoken's, or a cached template stretch
+Recipe = Text | PlainText | np.ndarray | list[Part]
+
+
 @dataclass
 class EncodeJob:
     """A batch's pieces as the texts to encode (built in Python), kept apart from the Rust encode call so
@@ -117,9 +133,9 @@ class EncodeJob:
     normal: list[str]
     plain: list[str]
     cuts: list[int] | None = None  # in-context texts: where each piece starts in its text
-    # per piece when template stretches were cut out (literal_segments): its parts, each an index into
-    # `normal` or the ids of a cached stretch; an int: the piece is normal[k] (k >= 0) or plain[-k-1]
-    recipes: list[Any] | None = None
+    # per piece when template stretches were cut out (literal_segments) or tiktoken encodes here: what it is
+    # made of (a Recipe), in order
+    recipes: list[Recipe] | None = None
     new_literals: dict[str, int] = field(default_factory=dict)  # stretch text -> index in `normal`
 
 
@@ -153,12 +169,11 @@ def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok
 
 def _recipe(
     job: EncodeJob, text: str, p: Piece, contents: list[tuple[int, int]], cache: LiteralCache | None, fast: Any
-) -> Any:
-    """What piece `p` is made of: an index into `job.normal` (HF encodes it), -k for plain[k-1], its ids,
-    or a list of such parts."""
+) -> Recipe:
+    """What piece `p` is made of: a text HF encodes, a plain text, its ids, or a list of such parts."""
     if p.plain:
         job.plain.append(text[p.start : p.end])
-        return -len(job.plain)
+        return PlainText(len(job.plain) - 1)
     if cache is None:
         return _ids_or_index(job, text[p.start : p.end], fast)
     parts = split_piece(text, p.start, p.end, contents, cache.pattern)
@@ -170,7 +185,7 @@ def _recipe(
     ]
 
 
-def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> Any:
+def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> Part:
     """Template text: its cached ids, else encoded once (by tiktoken now, or by HF with this batch)."""
     known = cache.ids.get(text)
     if known is None and fast is not None and (known := fast.encode(text)) is not None:
@@ -180,16 +195,16 @@ def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> 
     if text not in job.new_literals:
         job.new_literals[text] = len(job.normal)
         job.normal.append(text)
-    return job.new_literals[text]
+    return Text(job.new_literals[text])
 
 
-def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Any:
-    """The ids of `text` when tiktoken gives them exactly, else its index among the texts HF encodes."""
+def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Part:
+    """The ids of `text` when tiktoken gives them exactly, else the text HF encodes with the batch."""
     ids = fast.encode(text) if fast is not None else None
     if ids is not None:
         return ids
     job.normal.append(text)
-    return len(job.normal) - 1
+    return Text(len(job.normal) - 1)
 
 
 def _plan_in_context(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
@@ -244,10 +259,12 @@ def _assemble(job: EncodeJob, encodings: Encodings, cache: LiteralCache | None) 
     for recipe in job.recipes or []:
         if isinstance(recipe, np.ndarray):
             out.append(recipe)
-        elif isinstance(recipe, int):
-            out.append(normal[recipe] if recipe >= 0 else _array(encodings[1][-recipe - 1].ids))
+        elif isinstance(recipe, Text):
+            out.append(normal[recipe.k])
+        elif isinstance(recipe, PlainText):
+            out.append(_array(encodings[1][recipe.k].ids))
         else:
-            out.append(np.concatenate([normal[part] if isinstance(part, int) else part for part in recipe]))
+            out.append(np.concatenate([normal[part.k] if isinstance(part, Text) else part for part in recipe]))
     return out
 
 

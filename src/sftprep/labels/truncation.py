@@ -15,8 +15,6 @@ from dataclasses import replace
 from sftprep.labels.build_loss_labels import Encoded
 from sftprep.types import Conversation
 
-TRUNCATION_MODES: tuple[str, ...] = ("drop", "right", "history")
-
 
 def truncate_right(e: Encoded, max_length: int) -> Encoded:
     return replace(e, input_ids=e.input_ids[:max_length], labels=e.labels[:max_length], trainable=-1)

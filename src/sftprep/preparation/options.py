@@ -6,16 +6,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftprep.errors import ConfigError
+from sftprep.types import (
+    FORMATS,
+    MASKS,
+    REASONING_MODES,
+    SYSTEM_POLICIES,
+    TRUNCATIONS,
+    FormatName,
+    MaskMode,
+    ReasoningMode,
+    SystemPolicy,
+    TruncationMode,
+)
 
-FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")
-SYSTEM_POLICIES = ("if-missing", "always", "replace", "never")
-MASKS = ("assistant", "last-turn", "split-turns", "none")
-TRUNCATIONS = ("drop", "right", "history")
-# How a turn whose default generation prompt contradicts it is made inference-consistent (templates/modes.py):
-# auto: the default variables, else the template's own switch variable that makes the turn consistent;
-# thinking / non-thinking: only settings in which the template renders / does not render reasoning;
-# reject: the default variables only.
-REASONING_MODES = ("auto", "thinking", "non-thinking", "reject")
+# --reasoning-mode (templates/modes.py): auto: the default variables, else the template's own switch variable
+# that makes the turn consistent; thinking / non-thinking: only settings in which the template renders / does
+# not render reasoning; reject: the default variables only.
 
 
 @dataclass
@@ -26,17 +32,17 @@ class PrepareOptions:
     template: str | None = None
     template_name: str | None = None
     template_vars: dict[str, Any] = field(default_factory=dict)
-    format: str = "auto"
+    format: FormatName = "auto"
     role_map: dict[str, str] = field(default_factory=dict)
     merge_consecutive: bool = False
     system_prompt: str | None = None
-    system_policy: str = "if-missing"
-    mask: str = "assistant"
+    system_policy: SystemPolicy = "if-missing"
+    mask: MaskMode = "assistant"
     train_on_eos: bool = True
     train_reasoning: bool = True
     train_tool_calls: bool = True
     max_length: int | None = None
-    truncation: str = "drop"
+    truncation: TruncationMode = "drop"
     strict: bool = False
     shard_size: int = 50_000
     batch_size: int = 1_000
@@ -44,7 +50,7 @@ class PrepareOptions:
     workers: int = 1
     max_chars: int = 8_000_000  # a rendered conversation longer than this is rejected (memory guard)
     resume: bool = False
-    reasoning_mode: str = "auto"
+    reasoning_mode: ReasoningMode = "auto"
     require_user_turn: bool = False  # reject [system, assistant] conversations (trained by default)
     train_marker_only: bool = False  # emit turns whose trained text is only the end-of-turn marker
     render_timeout: float = 10.0  # seconds one record's renders may take before it is rejected

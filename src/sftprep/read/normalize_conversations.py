@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sftprep.errors import ConfigError
 from sftprep.read.formats import (
     Invalid,
     Parsed,
@@ -19,10 +18,7 @@ from sftprep.read.formats import (
     parse_sharegpt,
 )
 from sftprep.read.formats_instruct import parse_alpaca, parse_prompt_completion
-from sftprep.read.records import split_error
-from sftprep.types import Conversation, Message, RawRecord, Reject
-
-FORMATS: tuple[str, ...] = ("auto", "messages", "sharegpt", "alpaca", "prompt-completion")
+from sftprep.types import Conversation, FormatName, Message, RawRecord, Reject
 
 # Every reason key a Reject from this stage can carry.
 REASONS: tuple[str, ...] = (
@@ -82,7 +78,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str] | None], Pars
 
 def normalize_conversations(
     raw: RawRecord,
-    fmt: str = "auto",
+    fmt: FormatName = "auto",
     role_map: Mapping[str, str] | None = None,
     merge_consecutive: bool = False,
     require_user_turn: bool = False,
@@ -91,14 +87,12 @@ def normalize_conversations(
     A conversation without a user message ([system, assistant]: valid in OpenAI's format) is kept unless
     `require_user_turn`.
 
-    Raises ConfigError only for an unknown `fmt` (a caller error, not bad data).
+    `fmt` is validated at the edge (PrepareOptions); this never raises.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMATS)}")
     where = f"{raw.source_file}:{raw.line}"
     if raw.error is not None:
-        kind, text = split_error(raw.error)
-        message = f"{where}: {text}; fix: {_READER_FIXES[kind]}"
+        kind = raw.error_kind or "read_error"
+        message = f"{where}: {raw.error}; fix: {_READER_FIXES[kind]}"
         return Reject(raw.source_file, raw.line, kind, message, raw.data, raw.raw_text)
     try:
         return _normalize(raw, fmt, role_map, merge_consecutive, require_user_turn)

@@ -4,8 +4,7 @@ Accepted files: JSONL (one object per line), a JSON array of objects, a single p
 object, and any of these gzipped (detected by the gzip magic bytes, not only the `.gz` suffix).
 A line or element that cannot be used becomes a `RawRecord` with `error` set and the read goes on.
 
-`RawRecord.error` starts with an error kind and ": " (see `ERROR_KINDS`), so the normalize stage
-can turn it into a stable reject reason with `split_error`.
+`RawRecord.error_kind` (one of `ERROR_KINDS`) is the stable reject reason the normalize stage gives it.
 """
 
 from __future__ import annotations
@@ -58,14 +57,6 @@ class _NanMarker:
 
 
 _NAN = _NanMarker()
-
-
-def split_error(error: str) -> tuple[str, str]:
-    """Split a `RawRecord.error` into (kind, text); unknown prefixes get the kind "read_error"."""
-    kind, sep, text = error.partition(": ")
-    if sep and kind in ERROR_KINDS:
-        return kind, text
-    return ERR_READ, error
 
 
 # ---------------------------------------------------------------------------- paths
@@ -200,7 +191,7 @@ def iter_raw_lines(path: str | Path, source: str) -> Iterator[RawLine]:
         except (OSError, EOFError, zlib.error) as exc:
             line = lines_read[0] + 1
             msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
-            yield line, 0, None, RawRecord(source, line, error=f"{ERR_READ}: {msg}")
+            yield line, 0, None, RawRecord(source, line, error=msg, error_kind=ERR_READ)
 
 
 def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
@@ -209,7 +200,7 @@ def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
 
 
 def _error(source: str, line: int, kind: str, message: str, raw_text: str | None) -> RawRecord:
-    return RawRecord(source, line, error=f"{kind}: {message}", raw_text=raw_text)
+    return RawRecord(source, line, error=message, error_kind=kind, raw_text=raw_text)
 
 
 def _reject_constant(name: str) -> Any:

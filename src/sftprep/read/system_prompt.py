@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from sftprep.errors import ConfigError, InputError
-from sftprep.types import Conversation, Message
+from sftprep.errors import InputError
+from sftprep.types import SYSTEM_POLICIES, Conversation, Message, SystemPolicy
 
-POLICIES: tuple[str, ...] = ("if-missing", "always", "replace", "never")
+POLICIES = SYSTEM_POLICIES  # validated at the edge (PrepareOptions)
 
 
 def load_system_prompt(value: str) -> str:
@@ -42,7 +42,7 @@ def load_system_prompt(value: str) -> str:
     return text
 
 
-def maybe_add_system_prompt(conv: Conversation, system_prompt: str | None, policy: str) -> Conversation:
+def maybe_add_system_prompt(conv: Conversation, system_prompt: str | None, policy: SystemPolicy) -> Conversation:
     """Apply `policy` with `system_prompt` to the conversation's (leading) system message.
 
     - if-missing: add a leading system message when there is none;
@@ -51,8 +51,6 @@ def maybe_add_system_prompt(conv: Conversation, system_prompt: str | None, polic
     - never: remove every system message (with or without a prompt).
     Without a prompt, every policy but "never" returns `conv` unchanged.
     """
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown --system-policy {policy!r}; expected one of {', '.join(POLICIES)}")
     messages = conv.messages
     if policy == "never":
         if not any(m.role == "system" for m in messages):

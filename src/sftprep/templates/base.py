@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sftprep.types import Conversation, Message, Reject, RenderedConversation
+from sftprep.types import Conversation, Message, ReasoningMode, Reject, RenderedConversation
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class RenderOptions:
     # the tokenizer's named special tokens (bos_token, eos_token, pad_token, ...) as transformers passes them
     # to a template; empty: bos_token and eos_token above
     special_tokens_map: tuple[tuple[str, str], ...] = ()
-    reasoning_mode: str = "auto"
+    reasoning_mode: ReasoningMode = "auto"
     train_marker_only: bool = False
     render_timeout: float = 10.0
     max_chars: int = 8_000_000

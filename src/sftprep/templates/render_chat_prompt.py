@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
 
 from sftprep.templates.base import ChatTemplate, RenderOptions
-from sftprep.types import Conversation, Reject, RenderedConversation, TurnSpan
-
-MaskMode = Literal["assistant", "last-turn", "split-turns", "none"]
-MASK_MODES: tuple[str, ...] = ("assistant", "last-turn", "split-turns", "none")
+from sftprep.types import Conversation, MaskMode, Reject, RenderedConversation, TurnSpan
 
 
 def render_chat_prompt(
-    conv: Conversation, template: ChatTemplate, opts: RenderOptions, mask: str = "assistant"
+    conv: Conversation, template: ChatTemplate, opts: RenderOptions, mask: MaskMode = "assistant"
 ) -> list[RenderedConversation] | Reject:
     """Render `conv` and choose its trained turns by `mask`.
 

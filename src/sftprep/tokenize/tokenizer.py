@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata, resources
@@ -160,8 +161,11 @@ class BPETokenizer:
         (SentencePiece-style `prepend`: Metaspace with prepend_scheme first/always, or a Prepend normalizer),
         so a piece must be encoded with its left context to get the tokens a joint encoding has."""
         parts = (self.tokenizer.normalizer, self.tokenizer.pre_tokenizer)  # not to_str(): it holds the vocab
-        text = json.dumps([None if p is None else json.loads(p.__getstate__()) for p in parts])
-        return '"Prepend"' in text or ('"Metaspace"' in text and '"prepend_scheme": "never"' not in text)
+        configs = [c for p in parts if p is not None for c in _components(json.loads(p.__getstate__()))]
+        return any(
+            c.get("type") == "Prepend" or (c.get("type") == "Metaspace" and c.get("prepend_scheme") != "never")
+            for c in configs
+        )
 
     @cached_property
     def splits_at_added(self) -> bool:
@@ -342,3 +346,12 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _components(cfg: Any) -> Iterator[dict[str, Any]]:
+    """A normalizer or pre-tokenizer configuration and, for a Sequence, each of its members (recursively)."""
+    if isinstance(cfg, dict):
+        yield cfg
+        for key in ("normalizers", "pretokenizers"):
+            for member in cfg.get(key) or ():
+                yield from _components(member)
