@@ -7,8 +7,8 @@ For assistant message i of HF messages `msgs` under template variables V:
 Next-header templates (GLM-4) append the next message's header token instead (or the turn type's, at the end);
 templates without any marker take what they render for the turn in the middle of a conversation.
 
-Also: `fitted_tokenizer` (as tests/test_templates_shared.py, cached by content) and `trl_spans`, the text TRL's
-`*_training.jinja` variant marks with {% generation %} (transformers' return_assistant_tokens_mask).
+Also: `fitted_tokenizer` (as tests/templates/test_templates_shared.py, cached by content) and `trl_spans`, the
+text TRL's `*_training.jinja` variant marks with {% generation %} (transformers' return_assistant_tokens_mask).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def base_tokenizer(source: str) -> str:
 
 def fitted_tokenizer(template: Path, cache_dir: Path) -> Path:
     """A base tokenizer from ../shared plus the template's special-looking markers as special tokens, eos/bos
-    set (the approach of tests/test_templates_shared.py); templates needing the same tokenizer share one dir."""
+    set (the approach of tests/templates/test_templates_shared.py); templates needing the same tokenizer share
+    one dir."""
     from tokenizers import AddedToken, Tokenizer
 
     source = template.read_text(encoding="utf-8")

@@ -1,4 +1,8 @@
-"""Shared test set-up: where the optional ../shared checkout (real data, tokenizers) lives."""
+"""Shared test set-up: where the repository, the committed test data and the optional ../shared checkout
+(real data, tokenizers) live.
+
+The tests mirror the package's rooms (tests/read/, tests/templates/, ...); the helper modules next to this
+file (dummy_tokenizer.py, oracle.py, ...) are importable from every room (pyproject: pythonpath = ["tests"])."""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+DATA_DIR = TESTS_DIR / "data"  # committed test data (bad-input corpus, real Jinja templates)
+SHARED_DIR = REPO_ROOT.parent / "shared"
 
 # Tests that need ../shared: skipped with a clear reason when the checkout is absent.
 requires_shared = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Small prepared datasets and tiny training configs shared by the tests/test_train_*.py files."""
+"""Small prepared datasets and tiny training configs shared by the tests/train/test_train_*.py files."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -22,7 +23,7 @@ from sftprep.train.config import LoraConfig  # noqa: E402
 from sftprep.train.loop import NonFiniteLossError, train  # noqa: E402
 from sftprep.train.outputs import RUN_FILE  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 TINY_FLAGS = ["--tiny-hidden", "32", "--tiny-layers", "1", "--tiny-heads", "2", "--batch-size", "4", "--quiet"]
 
 

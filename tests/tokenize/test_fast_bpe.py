@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
@@ -14,7 +15,7 @@ from sftprep.tokenize.fast_bpe import _byte_decoder, fast_bpe
 from sftprep.tokenize.tokenizer import BPETokenizer
 
 pytest.importorskip("tiktoken")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = SHARED_DIR
 QWEN = SHARED / "tokenizers" / "qwen2.5"
 PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 ASCII_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=200)

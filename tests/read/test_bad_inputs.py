@@ -24,11 +24,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import DATA_DIR
 from dummy_tokenizer import MARKER_IDS, hand_ids, write_dummy_tokenizer
 
 from sftprep.cli import main
 
-BAD = Path(__file__).resolve().parent / "data" / "bad"
+BAD = DATA_DIR / "bad"
 IGNORE = -100
 
 

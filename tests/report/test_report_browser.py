@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO_ROOT
 from test_report import make_out_dir
 
 from sftprep.report import html_report
 
 CHROMIUM = Path(os.environ.get("SFTPREP_CHROMIUM", "/usr/bin/chromium"))  # override for a browser elsewhere
-ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "test-artifacts"
+ARTIFACTS = REPO_ROOT / "build" / "test-artifacts"
 FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DIR
 from normalize_helpers import FILE, LINE, A, U, chat, norm, ok, rejected  # noqa: F401
 
 from sftprep.read.normalize_conversations import REASONS, normalize_conversations
@@ -14,7 +15,7 @@ from sftprep.types import Conversation, Message, Reject, ToolCall
 
 # ---------------------------------------------------------------------------- real datasets
 
-DATA = Path(__file__).parents[2] / "shared" / "data"
+DATA = SHARED_DIR / "data"
 
 
 def _data_file(rel: str) -> Path:

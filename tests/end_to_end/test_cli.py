@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import GOOD, cli, no_traceback, write_jsonl
+from conftest import REPO_ROOT
 
 from sftprep.templates.loader import builtin_names
 from sftprep.tokenize.tokenizer import BPETokenizer
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"
+SAMPLE = REPO_ROOT / "examples" / "sample.jsonl"
 
 
 def leftovers(d: Path) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO_ROOT
 from dummy_tokenizer import MARKER_IDS, hand_decode, hand_ids, write_dummy_tokenizer
 
 import sftprep
@@ -16,7 +17,7 @@ from sftprep.api import read_manifest
 from sftprep.tokenize.tokenizer import BPETokenizer
 
 IGNORE = -100
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sample.jsonl"
+SAMPLE = REPO_ROOT / "examples" / "sample.jsonl"
 IM_START = MARKER_IDS["<|im_start|>"]
 IM_END = MARKER_IDS["<|im_end|>"]
 

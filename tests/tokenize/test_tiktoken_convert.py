@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DIR
 from tokenizers import Tokenizer
 
 from sftprep.errors import ConfigError
@@ -25,7 +26,7 @@ from sftprep.tokenize.tiktoken_convert import (
 )
 from sftprep.tokenize.tokenizer import BPETokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = SHARED_DIR
 GPT2_TIKTOKEN = SHARED / "tokenizers" / "gpt2-tiktoken" / "gpt2.tiktoken"
 
 needs_gpt2 = pytest.mark.skipif(not GPT2_TIKTOKEN.is_file(), reason=f"{GPT2_TIKTOKEN} is absent")

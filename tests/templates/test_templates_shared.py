@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED_DIR
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = SHARED_DIR
 TEMPLATES = sorted((SHARED / "templates").glob("*/*.jinja"))
 pytestmark = pytest.mark.skipif(not TEMPLATES, reason="../shared/templates is absent")
 transformers = pytest.importorskip("transformers")

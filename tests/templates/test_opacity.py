@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SHARED_DIR
 
 from sftprep.templates.base import RenderOptions
 from sftprep.templates.hf_jinja import compile_template, render
@@ -20,7 +21,7 @@ from sftprep.templates.opacity import content_opaque, why_not_opaque
 from sftprep.templates.skeleton import sentinel_conversation
 from sftprep.types import Conversation, Message
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = SHARED_DIR
 TEMPLATES = sorted((SHARED / "templates").glob("*/*.jinja"))
 # As in test_templates_shared.py (not imported: that module needs transformers at import).
 SPECIAL_LOOKING = re.compile(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO_ROOT
 from rich.console import Console
 
 import sftprep
@@ -20,7 +21,7 @@ from sftprep.report import html as html_mod
 from sftprep.report import html_report, stats_command
 from sftprep.report import plots as plots_mod
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 SAMPLE = ROOT / "examples" / "sample.jsonl"
 HOSTILE = [
     {

@@ -10,7 +10,9 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+from conftest import REPO_ROOT
+
+SRC = REPO_ROOT / "src"
 # Base modules first, then the stages in pipeline order, then what is built on them.
 ROOMS = [
     "types",
