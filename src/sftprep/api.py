@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,10 @@ def prepare(inputs: str | Sequence[str], out_dir: str = "out", **options: Any) -
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / "manifest.json").read_text(encoding="utf-8"))
+    """OUT_DIR's manifest as a dict (its JSON); sftprep's own code reads the typed `Manifest`."""
+    from sftprep.preparation.manifest import read_manifest as read_typed
+
+    return read_typed(out_dir).to_dict()
 
 
 def shard_paths(out_dir: str | Path) -> list[Path]:

@@ -88,6 +88,7 @@ def prepare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
+    from sftprep.preparation.manifest import Manifest
     from sftprep.preparation.options import PrepareOptions
     from sftprep.preparation.progress import RunProgress
     from sftprep.preparation.run import prepare as run
@@ -132,12 +133,13 @@ def prepare(
             manifest = prepare_ray(opts, ray_address, on_batch=progress.update)
         else:
             manifest = run(opts, on_batch=progress.update)
+    typed = Manifest.from_dict(manifest)
     if manifest.get("up_to_date"):
         if not quiet:
             out.print(f"{out_dir} is up to date (same inputs, options, tokenizer, template and version): nothing to do")
     elif not quiet:
-        print_summary(manifest, out_dir, out)
-    require_examples(manifest, out_dir)
+        print_summary(typed, out_dir, out)
+    require_examples(typed, out_dir)
 
 
 @app.command()

@@ -1,37 +1,185 @@
-"""The manifest: a run's counts with every option, the tokenizer, the template and the input hashes."""
+"""The manifest of a prepared OUT_DIR: a run's counts with every option, the tokenizer, the template and the
+input hashes. This module alone writes and reads manifest.json (`Manifest`); the report, `inspect` and `train`
+use the typed model, and `Manifest.components()` is the one way to rebuild the tokenizer and the exact template
+a run used (the template from its recorded text, checked by its sha256; never looked up by name again).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sftprep import __version__
+from sftprep.errors import ConfigError
 from sftprep.preparation.stats import Stats
-from sftprep.templates.base import ChatTemplate, template_sha256
+from sftprep.templates.base import ChatTemplate, RenderOptions, template_sha256
+from sftprep.templates.jinja_template import JinjaTemplate
+from sftprep.templates.spec import SpecTemplate, TemplateSpec
 from sftprep.tokenize.tokenizer import BPETokenizer
 
 if TYPE_CHECKING:
     from sftprep.preparation.options import PrepareOptions
 
+MANIFEST = "manifest.json"
 
-def _template_record(opts: PrepareOptions, tok: BPETokenizer, template: ChatTemplate) -> dict[str, Any]:
-    from sftprep.templates.base import RenderOptions
 
-    ropts = RenderOptions(
-        bos_token=tok.bos_token or "",
-        eos_token=tok.eos_token or "",
-        template_vars=opts.template_vars,
-        special_tokens_map=tok.special_tokens_map,
-    )
-    marker = template.end_of_turn(ropts)
-    return {
-        "name": template.name,
-        "sha256": template_sha256(template),
-        "end_of_turn": marker,
-        "end_of_turn_is_token": marker is None or tok.token_to_id(marker) is not None,
-        # no marker in the template: the tokenizer's eos is appended to each trained turn
-        "eos_appended": marker is None and opts.train_on_eos and bool(tok.eos_token),
-        "text": template.source_text,
-    }
+@dataclass(frozen=True)
+class TokenizerRecord:
+    path: str
+    sha256: str
+    loader: str = "tokenizers"
+    tiktoken_for_ascii: bool = False  # tiktoken stood in for HF on ASCII text (tokenize/fast_bpe.py)
+    bos_token: str | None = None
+    eos_token: str | None = None
+    pad_token: str | None = None
+    pad_id: int | None = None
+    vocab_size: int = 0
+
+
+@dataclass(frozen=True)
+class TemplateRecord:
+    name: str
+    sha256: str
+    text: str
+    end_of_turn: str | None = None  # the stop a plain turn ends with (its marker, or the next header)
+    end_of_turn_is_token: bool = True  # one token of the tokenizer (else generation would not stop on it)
+    # the template's markers the tokenizer lacks, and the `sftprep tokenizer add-tokens` command that adds them
+    missing_markers_hint: str | None = None
+
+
+_LAST = ("shards", "tokenizer", "template", "options")  # written after the counts
+
+
+@dataclass
+class Manifest:
+    tokenizer: TokenizerRecord
+    template: TemplateRecord
+    options: dict[str, Any]
+    shards: list[str] = field(default_factory=list)
+    sftprep_version: str = __version__
+    cache_key: str = ""
+    records_read: int = 0
+    examples_written: int = 0
+    records_rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    examples_dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    trainable_tokens: int = 0
+    truncated: int = 0
+    straddling_tokens: int = 0
+    split_for_tokenization: int = 0
+    split_conversations: int = 0
+    special_tokens_in_content: int = 0
+    generation_tag_disagreements: int = 0
+    reasoning_not_rendered: int = 0
+    turns: dict[str, int] = field(default_factory=dict)  # per trained turn: mode:*, stop:*, content dropped
+    turns_rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    per_file: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine: str | None = None  # "ray" when the Ray engine wrote it
+
+    # -- the JSON form ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        counts = [f.name for f in dataclasses.fields(self) if f.name not in _LAST and f.name != "engine"]
+        out = {k: d[k] for k in counts}
+        if self.engine is not None:
+            out["engine"] = self.engine
+        return {**out, **{k: d[k] for k in _LAST}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        tok = _record(TokenizerRecord, d.get("tokenizer") or {})
+        template = _record(TemplateRecord, d.get("template") or {})
+        rest = {k: v for k, v in d.items() if k in known and k not in ("tokenizer", "template")}
+        return cls(tokenizer=tok, template=template, **{"options": {}, **rest})
+
+    # -- what the run used ------------------------------------------------------------------------
+    def prepare_options(self, **overrides: Any) -> PrepareOptions:
+        from sftprep.preparation.options import PrepareOptions
+
+        known = {f.name for f in dataclasses.fields(PrepareOptions)}
+        values = {k: v for k, v in self.options.items() if k in known}
+        return PrepareOptions(**{"inputs": [], **values, **overrides})
+
+    def load_tokenizer(self) -> BPETokenizer:
+        """The tokenizer the run used: from its recorded path, checked by its sha256."""
+        rec = self.tokenizer
+        try:
+            tok = BPETokenizer.load(rec.path)
+        except ConfigError as e:
+            tok = BPETokenizer.load(None)  # the embedded default, if that is what it was (an installation moved)
+            if tok.sha256 != rec.sha256:
+                raise ConfigError(f"cannot load the tokenizer recorded in the manifest: {e}") from e
+        if rec.sha256 and tok.sha256 != rec.sha256:
+            raise ConfigError(
+                f"the tokenizer at {tok.path} is not the one the data was prepared with (its sha256 changed); "
+                "fix: prepare the data again with it"
+            )
+        return tok
+
+    def render_options(self, tok: BPETokenizer) -> RenderOptions:
+        o = self.prepare_options()
+        return RenderOptions(
+            bos_token=tok.bos_token or "",
+            eos_token=tok.eos_token or "",
+            train_on_eos=o.train_on_eos,
+            train_reasoning=o.train_reasoning,
+            train_tool_calls=o.train_tool_calls,
+            template_vars=o.template_vars,
+            special_tokens_map=tok.special_tokens_map,
+            reasoning_mode=o.reasoning_mode,
+            train_marker_only=o.train_marker_only,
+            render_timeout=o.render_timeout,
+            max_chars=o.max_chars,
+        )
+
+    def components(self) -> tuple[BPETokenizer, ChatTemplate]:
+        """The tokenizer and the exact template the run used."""
+        tok = self.load_tokenizer()
+        return tok, template_from_record(dataclasses.asdict(self.template), tok)
+
+
+def _record(cls: Any, d: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def template_from_record(record: dict[str, Any], tok: BPETokenizer) -> ChatTemplate:
+    """Rebuild the exact template from a recorded {name, sha256, text} (no lookup by name)."""
+    text, name = record["text"], record.get("name", "template")
+    template: ChatTemplate
+    spec = _as_spec(text)
+    if spec is not None:
+        template = SpecTemplate(spec)
+    else:
+        template = JinjaTemplate(text, name=name, special_tokens=tok.added_tokens)
+    if record.get("sha256") and template_sha256(template) != record["sha256"]:
+        raise ConfigError(f"template {name!r}: its text does not match the recorded sha256")
+    return template
+
+
+def _as_spec(text: str) -> TemplateSpec | None:
+    """A built-in spec when the recorded template text is one (its JSON), else None."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    known = {f.name for f in dataclasses.fields(TemplateSpec)}
+    if not isinstance(data, dict) or "name" not in data or not set(data) <= known:
+        return None
+    return TemplateSpec(**{**data, "markers": tuple(data.get("markers", ()))})
+
+
+# -- writing and reading ---------------------------------------------------------------------------
 
 
 def build_manifest(
@@ -41,42 +189,121 @@ def build_manifest(
     stats: Stats,
     shards: list[str],
     cache_key: str = "",
-) -> dict[str, Any]:
+    engine: str | None = None,
+) -> Manifest:
     unreconciled = [name for name, f in stats.files.items() if not f.reconciled]
     if unreconciled:  # a bug, never bad input: fail loudly
         raise AssertionError(f"records do not reconcile for {unreconciled}: {stats.files}")
-    return {
-        "sftprep_version": __version__,
-        "cache_key": cache_key,
-        "records_read": stats.records_read,
-        "examples_written": stats.examples,
-        "records_rejected": stats.records_rejected,
-        "rejected_by_reason": dict(sorted(stats.rejected_by_reason.items())),
-        "examples_dropped_by_reason": dict(sorted(stats.dropped_examples.items())),
-        "tokens": stats.tokens,
-        "trainable_tokens": stats.trainable_tokens,
-        "truncated": stats.truncated,
-        "straddling_tokens": stats.boundary_merges,
-        "split_for_tokenization": stats.split_for_tokenization,
-        "split_conversations": stats.split_conversations,
-        "special_tokens_in_content": stats.special_tokens_in_content,
-        "generation_tag_disagreements": stats.generation_tag_disagreements,
-        "reasoning_not_rendered": stats.reasoning_not_rendered,
-        "turns": dict(sorted(stats.turns.items())),
-        "turns_rejected_by_reason": dict(sorted(stats.turns_rejected_by_reason.items())),
-        "per_file": {name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
-        "shards": shards,
-        "tokenizer": {
-            "path": tok.path,
-            "loader": tok.loader,
-            "tiktoken_for_ascii": tok.fast is not None,  # exact stand-in for HF on ASCII text (fast_bpe.py)
-            "sha256": tok.sha256,
-            "bos_token": tok.bos_token,
-            "eos_token": tok.eos_token,
-            "pad_token": tok.pad_token,
-            "pad_id": tok.pad_id,
-            "vocab_size": tok.vocab_size,
-        },
-        "template": _template_record(opts, tok, template),
-        "options": opts.recorded(),
-    }
+    ropts = RenderOptions(
+        bos_token=tok.bos_token or "",
+        eos_token=tok.eos_token or "",
+        template_vars=opts.template_vars,
+        special_tokens_map=tok.special_tokens_map,
+    )
+    marker = template.end_of_turn(ropts)
+    return Manifest(
+        tokenizer=TokenizerRecord(
+            path=tok.path,
+            sha256=tok.sha256,
+            loader=tok.loader,
+            tiktoken_for_ascii=tok.fast is not None,
+            bos_token=tok.bos_token,
+            eos_token=tok.eos_token,
+            pad_token=tok.pad_token,
+            pad_id=tok.pad_id,
+            vocab_size=tok.vocab_size,
+        ),
+        template=TemplateRecord(
+            name=template.name,
+            sha256=template_sha256(template),
+            text=template.source_text,
+            end_of_turn=marker,
+            end_of_turn_is_token=marker is None or tok.token_to_id(marker) is not None,
+            missing_markers_hint=_markers_hint(opts, tok),
+        ),
+        options=opts.recorded(),
+        shards=list(shards),
+        cache_key=cache_key,
+        records_read=stats.records_read,
+        examples_written=stats.examples,
+        records_rejected=stats.records_rejected,
+        rejected_by_reason=dict(sorted(stats.rejected_by_reason.items())),
+        examples_dropped_by_reason=dict(sorted(stats.dropped_examples.items())),
+        tokens=stats.tokens,
+        trainable_tokens=stats.trainable_tokens,
+        truncated=stats.truncated,
+        straddling_tokens=stats.boundary_merges,
+        split_for_tokenization=stats.split_for_tokenization,
+        split_conversations=stats.split_conversations,
+        special_tokens_in_content=stats.special_tokens_in_content,
+        generation_tag_disagreements=stats.generation_tag_disagreements,
+        reasoning_not_rendered=stats.reasoning_not_rendered,
+        turns=dict(sorted(stats.turns.items())),
+        turns_rejected_by_reason=dict(sorted(stats.turns_rejected_by_reason.items())),
+        per_file={name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
+        engine=engine,
+    )
+
+
+def _markers_hint(opts: PrepareOptions, tok: BPETokenizer) -> str | None:
+    """For a built-in or file template: the add-tokens command when the tokenizer lacks its markers."""
+    from sftprep.tokenize.add_tokens import missing_markers_hint
+
+    template = opts.template or (None if tok.chat_template is not None else tok.default_template or "chatml")
+    return missing_markers_hint(tok, template, opts.tokenizer) if template else None
+
+
+def write_manifest(out_dir: Path, manifest: Manifest) -> None:
+    text = json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    (out_dir / MANIFEST).write_text(text, "utf-8")
+
+
+def read_manifest(out_dir: str | Path) -> Manifest:
+    """OUT_DIR's manifest (ConfigError naming the problem when there is none or it is not sftprep's)."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{out_dir}: no {MANIFEST}; give a directory written by `sftprep prepare`") from e
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot be read as a manifest ({e})") from e
+    if not isinstance(data, dict) or "shards" not in data or "tokenizer" not in data:
+        raise ConfigError(f"{path}: not a manifest written by `sftprep prepare`")
+    return Manifest.from_dict(data)
+
+
+_WRITTEN_BY = "expected a directory written by `sftprep prepare INPUT... -o DIR`"
+
+
+def open_out_dir(out_dir: Path | str) -> tuple[Path, Manifest]:
+    """OUT_DIR and its manifest, checked: a directory whose manifest.json reads and lists shards that exist.
+    Else ConfigError naming what is wrong."""
+    p = Path(out_dir)
+    if not p.exists():
+        raise ConfigError(f"{p} does not exist; {_WRITTEN_BY}, e.g. sftprep prepare data.jsonl -o {p}")
+    if not p.is_dir():
+        raise ConfigError(f"{p} is a file; {_WRITTEN_BY}")
+    if not (p / "manifest.json").is_file():
+        if any(p.glob("*.parquet")) or (p / "progress.json").is_file():
+            why = "the run that wrote it did not finish: prepare it again"
+        else:
+            why = _WRITTEN_BY
+        raise ConfigError(f"{p}: no manifest.json; {why}")
+    damaged = f"{p} is damaged: prepare it again (sftprep prepare ... -o {p} --overwrite)"
+    try:
+        data = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p / 'manifest.json'} cannot be read ({e}); {damaged}") from e
+    keys = ("shards", "examples_written", "records_read")
+    if not isinstance(data, dict) or not all(k in data for k in keys):
+        raise ConfigError(f"{p / 'manifest.json'} is not an sftprep manifest (no {', '.join(keys)}); {damaged}")
+    manifest = Manifest.from_dict(data)
+    missing = [s for s in manifest.shards if not (p / str(s)).is_file()]
+    if missing:
+        raise ConfigError(f"{p}: {', '.join(map(str, missing))} listed in manifest.json is missing; {damaged}")
+    for shard in manifest.shards:
+        try:
+            pq.ParquetFile(p / str(shard)).close()  # reads the footer only
+        except (OSError, pa.ArrowException) as e:
+            raise ConfigError(f"{p / str(shard)} is not a readable Parquet file ({e}); {damaged}") from e
+    return p, manifest

@@ -166,7 +166,3 @@ class RejectWriter:
 
     def close(self) -> None:
         self._f.close()
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", "utf-8")

@@ -28,9 +28,9 @@ import pyarrow.compute as pc
 from sftprep import __version__
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.outdir import make_staging, remove_staging, replace_dir
-from sftprep.preparation.manifest import build_manifest
+from sftprep.preparation.manifest import build_manifest, write_manifest
 from sftprep.preparation.options import PrepareOptions
-from sftprep.preparation.output import SCHEMA, RejectWriter, ShardWriter, write_manifest
+from sftprep.preparation.output import SCHEMA, RejectWriter, ShardWriter
 from sftprep.preparation.pipeline import BatchResult, Preparer, load_components
 from sftprep.preparation.run import BATCH_BYTES, MARKERS, WRITTEN, RunStart, begin_run, locked_out_dir, worker_count
 from sftprep.preparation.stats import Stats
@@ -101,10 +101,10 @@ def _prepare_ray(
     except BaseException:
         remove_staging(tmp)
         raise
-    manifest = {**build_manifest(opts, tok, template, stats, shards, key), "engine": "ray"}
-    write_manifest(tmp / "manifest.json", manifest)
+    manifest = build_manifest(opts, tok, template, stats, shards, key, engine="ray")
+    write_manifest(tmp, manifest)
     replace_dir(tmp, out, MARKERS, WRITTEN)
-    return manifest
+    return manifest.to_dict()
 
 
 @contextlib.contextmanager

@@ -33,9 +33,9 @@ from sftprep.outdir import (
     replace_dir,
     staging_dir,
 )
-from sftprep.preparation.manifest import build_manifest
+from sftprep.preparation.manifest import build_manifest, write_manifest
 from sftprep.preparation.options import PrepareOptions
-from sftprep.preparation.output import RejectWriter, ShardWriter, write_manifest
+from sftprep.preparation.output import RejectWriter, ShardWriter
 from sftprep.preparation.pipeline import BatchResult, PendingBatch, Preparer, load_components
 from sftprep.preparation.stats import Stats
 from sftprep.read.records import iter_input_files, read_records
@@ -199,10 +199,10 @@ def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int],
         raise
     rejects.close()
     manifest = build_manifest(opts, tok, template, stats, shards.shards, key)
-    write_manifest(tmp / "manifest.json", manifest)
+    write_manifest(tmp, manifest)
     (tmp / PROGRESS).unlink(missing_ok=True)
     replace_dir(tmp, out, MARKERS, WRITTEN)
-    return manifest
+    return manifest.to_dict()
 
 
 def _complete(out: Path, manifest: dict[str, Any]) -> bool:

@@ -4,66 +4,61 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from sftprep.errors import NoExamplesError
+from sftprep.preparation.manifest import Manifest
 
 
-def print_summary(manifest: dict[str, Any], out_dir: Path, console: Console) -> None:
+def print_summary(manifest: Manifest, out_dir: Path, console: Console) -> None:
+    m = manifest
     table = Table(title=f"sftprep prepare -> {escape(str(out_dir))}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("count", justify="right")
-    trainable = manifest["trainable_tokens"]
-    tokens = manifest["tokens"] or 1
     rows = [
-        ("records read", manifest["records_read"]),
-        ("examples written", manifest["examples_written"]),
-        ("records rejected", manifest["records_rejected"]),
-        ("tokens", manifest["tokens"]),
-        ("trainable tokens", f"{trainable} ({100 * trainable / tokens:.1f}%)"),
-        ("truncated", manifest["truncated"]),
-        ("straddling tokens (joint encoding would differ)", manifest["straddling_tokens"]),
-        ("conversations split per turn (template)", manifest["split_conversations"]),
-        ("conversations split per turn (tokenization)", manifest["split_for_tokenization"]),
-        ("special-token strings in content (encoded as text)", manifest["special_tokens_in_content"]),
+        ("records read", m.records_read),
+        ("examples written", m.examples_written),
+        ("records rejected", m.records_rejected),
+        ("tokens", m.tokens),
+        ("trainable tokens", f"{m.trainable_tokens} ({100 * m.trainable_tokens / (m.tokens or 1):.1f}%)"),
+        ("truncated", m.truncated),
+        ("straddling tokens (joint encoding would differ)", m.straddling_tokens),
+        ("conversations split per turn (template)", m.split_conversations),
+        ("conversations split per turn (tokenization)", m.split_for_tokenization),
+        ("special-token strings in content (encoded as text)", m.special_tokens_in_content),
     ]
     for what, n in rows:
         table.add_row(what, str(n))
     console.print(table)
-    for reason, n in manifest["rejected_by_reason"].items():
+    for reason, n in m.rejected_by_reason.items():
         console.print(f"  [yellow]rejected[/] {n} x {escape(reason)}")
-    for reason, n in manifest.get("examples_dropped_by_reason", {}).items():
+    for reason, n in m.examples_dropped_by_reason.items():
         console.print(f"  [yellow]dropped examples[/] {n} x {reason}")
-    if manifest.get("reasoning_not_rendered"):
+    if m.reasoning_not_rendered:
         console.print(
-            f"  [yellow]warning:[/] {manifest['reasoning_not_rendered']} assistant message(s) have reasoning the "
-            "template does not render: it is neither context nor trained (use a template that renders "
-            "reasoning_content, e.g. qwen3, or fold it into the content)"
+            f"  [yellow]warning:[/] {m.reasoning_not_rendered} assistant message(s) have reasoning the template "
+            "does not render: it is neither context nor trained (use a template that renders reasoning_content, "
+            "e.g. qwen3, or fold it into the content)"
         )
-    _turn_warnings(manifest, console)
-    template = manifest.get("template", {})
-    if template.get("end_of_turn") and template.get("end_of_turn_is_token") is False:
+    _turn_warnings(m, console)
+    t = m.template
+    if t.end_of_turn and not t.end_of_turn_is_token:
         console.print(
-            f"  [yellow]warning:[/] the end-of-turn text {escape(repr(template['end_of_turn']))} is not one token of "
-            "the tokenizer: generation would not stop on it (add it as a special token to the tokenizer)"
+            f"  [yellow]warning:[/] the end-of-turn text {escape(repr(t.end_of_turn))} is not one token of the "
+            "tokenizer: generation would not stop on it"
         )
-    if template.get("eos_appended"):
+    if t.missing_markers_hint:
+        console.print(f"  [cyan]note:[/] {escape(t.missing_markers_hint)}")
+    if t.end_of_turn is None:
         console.print(
-            f"  [yellow]warning:[/] template {escape(str(template.get('name')))} has no end-of-turn marker: the "
-            f"tokenizer's eos {escape(repr(manifest['tokenizer']['eos_token']))} is appended to each trained turn"
+            f"  [yellow]warning:[/] template {escape(t.name)} renders no end-of-turn marker or next-message header "
+            "after a reply: the model is not taught to stop (stop it at inference with a stop string)"
         )
-    elif template.get("end_of_turn") is None:
-        console.print(
-            "  [yellow]warning:[/] the template has no end-of-turn marker and the tokenizer no eos: "
-            "the model is not taught to stop"
-        )
-    if manifest["records_rejected"]:
-        where = escape(str(out_dir / "rejects.jsonl"))
-        console.print(f"  [yellow]warning:[/] see {where} for each rejected record and why")
+    if m.records_rejected:
+        console.print(f"  [yellow]warning:[/] see {escape(str(out_dir / 'rejects.jsonl'))} for each rejected record")
 
 
 _TURN_NOTES = {
@@ -83,30 +78,30 @@ _TURN_WARNINGS = {
 }
 
 
-def _turn_warnings(manifest: dict[str, Any], console: Console) -> None:
-    turns = manifest.get("turns", {})
+def _turn_warnings(manifest: Manifest, console: Console) -> None:
+    turns = manifest.turns
     for key, text in _TURN_NOTES.items():
         if turns.get(key):
             console.print(f"  [cyan]note:[/] {turns[key]} {text}")
     for key, text in _TURN_WARNINGS.items():
         if turns.get(key):
             console.print(f"  [yellow]warning:[/] {turns[key]} {text}")
-    for reason, n in manifest.get("turns_rejected_by_reason", {}).items():
+    for reason, n in manifest.turns_rejected_by_reason.items():
         console.print(f"  [yellow]turns left out[/] {n} x {escape(reason)} (in rejects.jsonl with their turn)")
 
 
-def require_examples(manifest: dict[str, Any], out_dir: Path) -> None:
+def require_examples(manifest: Manifest, out_dir: Path) -> None:
     """Raise NoExamplesError (exit 3) when OUT_DIR holds no example, saying why and where to look."""
-    if manifest.get("examples_written", 0) > 0:
+    if manifest.examples_written > 0:
         return
     raise NoExamplesError(no_examples_message(manifest, Path(out_dir)))
 
 
-def no_examples_message(manifest: dict[str, Any], out_dir: Path) -> str:
-    read = manifest.get("records_read", 0)
+def no_examples_message(manifest: Manifest, out_dir: Path) -> str:
+    read = manifest.records_read
     if not read:
         return f"no example written to {out_dir}: the inputs hold no record (empty files?)"
-    reasons = {**manifest.get("rejected_by_reason", {}), **manifest.get("examples_dropped_by_reason", {})}
+    reasons = {**manifest.rejected_by_reason, **manifest.examples_dropped_by_reason}
     top = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
     first = first_reject(out_dir / "rejects.jsonl")
     return (

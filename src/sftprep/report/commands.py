@@ -3,24 +3,19 @@ every command that reads an OUT_DIR makes first (`load_out_dir`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from sftprep.errors import ConfigError
+from sftprep.preparation.manifest import open_out_dir as load_out_dir
 from sftprep.preparation.summary import require_examples
 from sftprep.report.health import compute_health
 from sftprep.report.html import GENERATOR, render_page
 from sftprep.report.plots import health_plots
 from sftprep.report.terminal import print_health
 from sftprep.report.views import components, count_examples, example_views, read_rows, select_indices
-
-_WRITTEN_BY = "expected a directory written by `sftprep prepare INPUT... -o DIR`"
 
 
 def html_report(
@@ -37,10 +32,10 @@ def html_report(
     check_report_target(html_path)
     out_dir, manifest = load_out_dir(out_dir)
     require_examples(manifest, out_dir)
-    total = count_examples(out_dir, manifest["shards"])
+    total = count_examples(out_dir, manifest.shards)
     order = select_indices(total, sample, indices, seed)
     tok, template = components(manifest)
-    examples = example_views(manifest, read_rows(out_dir, manifest["shards"], order), order, tok, template)
+    examples = example_views(manifest, read_rows(out_dir, manifest.shards, order), order, tok, template)
     health = compute_health(out_dir, tok)
     plots = health_plots(health.length_histogram(), health.fraction_histogram())
     page = render_page(health, plots, examples, total)
@@ -57,39 +52,6 @@ def stats_command(out_dir: Path, console: Console) -> None:
     out_dir, manifest = load_out_dir(out_dir)
     print_health(compute_health(out_dir), console)
     require_examples(manifest, out_dir)
-
-
-def load_out_dir(out_dir: Path | str) -> tuple[Path, dict[str, Any]]:
-    """OUT_DIR and its manifest, checked: a directory whose manifest.json reads and lists shards that exist.
-    Else ConfigError naming what is wrong."""
-    p = Path(out_dir)
-    if not p.exists():
-        raise ConfigError(f"{p} does not exist; {_WRITTEN_BY}, e.g. sftprep prepare data.jsonl -o {p}")
-    if not p.is_dir():
-        raise ConfigError(f"{p} is a file; {_WRITTEN_BY}")
-    if not (p / "manifest.json").is_file():
-        if any(p.glob("*.parquet")) or (p / "progress.json").is_file():
-            why = "the run that wrote it did not finish: prepare it again"
-        else:
-            why = _WRITTEN_BY
-        raise ConfigError(f"{p}: no manifest.json; {why}")
-    damaged = f"{p} is damaged: prepare it again (sftprep prepare ... -o {p} --overwrite)"
-    try:
-        manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{p / 'manifest.json'} cannot be read ({e}); {damaged}") from e
-    keys = ("shards", "examples_written", "records_read")
-    if not isinstance(manifest, dict) or not all(k in manifest for k in keys):
-        raise ConfigError(f"{p / 'manifest.json'} is not an sftprep manifest (no {', '.join(keys)}); {damaged}")
-    missing = [s for s in manifest["shards"] if not (p / str(s)).is_file()]
-    if missing:
-        raise ConfigError(f"{p}: {', '.join(map(str, missing))} listed in manifest.json is missing; {damaged}")
-    for shard in manifest["shards"]:
-        try:
-            pq.ParquetFile(p / str(shard)).close()  # reads the footer only
-        except (OSError, pa.ArrowException) as e:
-            raise ConfigError(f"{p / str(shard)} is not a readable Parquet file ({e}); {damaged}") from e
-    return p, manifest
 
 
 def check_report_target(path: Path) -> None:

@@ -10,14 +10,14 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sftprep.api import read_manifest
+from sftprep.preparation.manifest import Manifest, read_manifest
 from sftprep.report.template_info import TemplateInfo, template_info
 from sftprep.types import IGNORE_INDEX
 
@@ -136,7 +136,7 @@ def count_rejects(path: Path) -> tuple[Counter[str], Counter[str]]:
 @dataclass
 class Health:
     out_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     shards: ShardStats
     rejects: Counter[str]
     dropped_turns: Counter[str]
@@ -144,30 +144,30 @@ class Health:
 
     def counts(self) -> list[tuple[str, str]]:
         m = self.manifest
-        tokens, trainable = m["tokens"], m["trainable_tokens"]
+        tokens, trainable = m.tokens, m.trainable_tokens
         pct = f" ({100 * trainable / tokens:.1f}%)" if tokens else ""
         return [
-            ("records read", str(m["records_read"])),
-            ("examples written", str(m["examples_written"])),
-            ("records rejected", str(m["records_rejected"])),
+            ("records read", str(m.records_read)),
+            ("examples written", str(m.examples_written)),
+            ("records rejected", str(m.records_rejected)),
             ("tokens", str(tokens)),
             ("trainable tokens", f"{trainable}{pct}"),
-            ("truncated", str(m["truncated"])),
+            ("truncated", str(m.truncated)),
             ("per-turn examples (split turns)", str(self.shards.per_turn_examples)),
-            ("straddling tokens (joint encoding would differ)", str(m["straddling_tokens"])),
-            ("special-token strings in user text (encoded as text)", str(m["special_tokens_in_content"])),
-            ("generation-tag disagreements", str(m.get("generation_tag_disagreements", 0))),
+            ("straddling tokens (joint encoding would differ)", str(m.straddling_tokens)),
+            ("special-token strings in user text (encoded as text)", str(m.special_tokens_in_content)),
+            ("generation-tag disagreements", str(m.generation_tag_disagreements)),
         ]
 
     def rejected_rows(self) -> list[tuple[str, int, int]]:
         """(reason, count in manifest, count in rejects.jsonl) for every reason seen in either."""
-        recorded = self.manifest.get("rejected_by_reason", {})
+        recorded = self.manifest.rejected_by_reason
         reasons = sorted(set(recorded) | set(self.rejects))
         return [(r, int(recorded.get(r, 0)), self.rejects.get(r, 0)) for r in reasons]
 
     def dropped_rows(self) -> list[tuple[str, int, int | None]]:
         """(reason, examples dropped per the manifest, turn lines in rejects.jsonl or None if it lists none)."""
-        recorded = self.manifest.get("examples_dropped_by_reason", {})
+        recorded = self.manifest.examples_dropped_by_reason
         listed = sum(self.dropped_turns.values()) > 0
         reasons = sorted(set(recorded) | set(self.dropped_turns))
         return [(r, int(recorded.get(r, 0)), self.dropped_turns.get(r, 0) if listed else None) for r in reasons]
@@ -183,7 +183,7 @@ class Health:
             ("mean length", f"{mean:.1f}"),
             ("trainable fraction (all tokens)", f"{100 * frac:.1f}%"),
         ]  # fmt: skip
-        max_len = self.manifest.get("options", {}).get("max_length")
+        max_len = self.manifest.options.get("max_length")
         if max_len:
             at_max = int(s.length_counts[max_len]) if max_len < len(s.length_counts) else 0
             row.append((f"examples at --max-length {max_len}", str(at_max)))
@@ -193,12 +193,12 @@ class Health:
         m, s = self.manifest, self.shards
         mismatched = [r for r, a, b in self.rejected_rows() if a != b]
         mismatched += [f"{r} (dropped turns)" for r, a, b in self.dropped_rows() if b is not None and a != b]
-        unreconciled = [f for f, c in m.get("per_file", {}).items() if not c.get("reconciled", True)]
+        unreconciled = [f for f, c in m.per_file.items() if not c.get("reconciled", True)]
         return [
             Check("at least one example written", s.examples > 0, f"{s.examples} examples"),
-            _eq("examples in Parquet = manifest examples_written", s.examples, m["examples_written"]),
-            _eq("tokens in Parquet = manifest tokens", s.tokens, m["tokens"]),
-            _eq("trainable tokens in Parquet = manifest", s.trainable, m["trainable_tokens"]),
+            _eq("examples in Parquet = manifest examples_written", s.examples, m.examples_written),
+            _eq("tokens in Parquet = manifest tokens", s.tokens, m.tokens),
+            _eq("trainable tokens in Parquet = manifest", s.trainable, m.trainable_tokens),
             Check("labels aligned with input_ids", s.misaligned == 0, f"{s.misaligned} example(s) misaligned"),
             Check("labels are -100 or the input id", s.label_not_input == 0, f"{s.label_not_input} token(s) differ"),
             Check("every example has a trainable token", s.zero_trainable == 0, f"{s.zero_trainable} without"),
@@ -257,7 +257,7 @@ def compute_health(out_dir: Path, tok: BPETokenizer | None = None) -> Health:
     return Health(
         out_dir=out_dir,
         manifest=manifest,
-        shards=stream_shards(out_dir, manifest["shards"]),
+        shards=stream_shards(out_dir, manifest.shards),
         rejects=records,
         dropped_turns=turns,
         template=template_info(manifest, tok),

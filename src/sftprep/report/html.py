@@ -196,8 +196,8 @@ def render_page(h: Health, plots: list[str], examples: list[ExampleView], total:
     m = h.manifest
     title = f"sftprep report: {h.out_dir}"
     meta = (
-        f"sftprep {esc(m.get('sftprep_version', '?'))} · tokenizer <span class=src>{esc(m['tokenizer']['path'])}</span>"
-        f" · template {esc(m['template']['name'])} · {m['examples_written']} examples"
+        f"sftprep {esc(m.sftprep_version)} · tokenizer <span class=src>{esc(m.tokenizer.path)}</span>"
+        f" · template {esc(m.template.name)} · {m.examples_written} examples"
     )
     body = "".join(example_html(ev) for ev in examples)
     return (

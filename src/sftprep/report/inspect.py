@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.text import Text
 
-from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
+from sftprep.preparation.manifest import open_out_dir, read_manifest
+from sftprep.preparation.summary import require_examples
 from sftprep.report.views import TokenView, components, example_views
 
 TRAINED = ("bold black on green3", "bold black on dark_olive_green2")
@@ -20,15 +21,12 @@ MASKED = ("grey85 on grey23", "grey85 on grey35")
 def read_example(out_dir: Path, index: int) -> dict[str, Any]:
     """Example `index` of OUT_DIR (checked: ConfigError for a bad OUT_DIR or index, NoExamplesError, exit 3,
     for an OUT_DIR without examples)."""
-    from sftprep.preparation.summary import require_examples
-    from sftprep.report.commands import load_out_dir
-
-    out_dir, manifest = load_out_dir(out_dir)
+    out_dir, manifest = open_out_dir(out_dir)
     require_examples(manifest, out_dir)
     if index < 0:
         raise ConfigError(f"--index {index}: expected 0 or more (0 is the first example)")
     seen = 0
-    for name in manifest["shards"]:
+    for name in manifest.shards:
         pf = pq.ParquetFile(out_dir / name)
         n = pf.metadata.num_rows
         if index < seen + n:

@@ -1,17 +1,16 @@
 """The template part of the health section: what the manifest records about the chat template and tokenizer.
 
-The end-of-turn marker is derived from the template text stored in the manifest (a built-in spec's
-`end_of_turn`, or a probe render of the Jinja source), so it shows what the run used even if the template
-file changed since.
+The end-of-turn stop is the one the run derived (recorded in the manifest), so it shows what the run used even
+if the template file changed since.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sftprep.preparation.manifest import Manifest
     from sftprep.tokenize.tokenizer import BPETokenizer
 
 
@@ -46,68 +45,37 @@ class TemplateInfo:
         return "; ".join(parts)
 
 
-def template_info(manifest: dict[str, Any], tok: BPETokenizer | None = None) -> TemplateInfo:
-    t, k = manifest["template"], manifest["tokenizer"]
+def template_info(manifest: Manifest, tok: BPETokenizer | None = None) -> TemplateInfo:
+    """What the manifest records of the template (its end-of-turn stop, from the run's own probe) and whether
+    the recorded tokenizer still loads unchanged here."""
+    t, k = manifest.template, manifest.tokenizer
     if tok is None:
-        tok = load_recorded_tokenizer(manifest)
-    text = t.get("text") or ""
-    spec = _spec_fields(text)
-    bos, eos = k.get("bos_token") or "", k.get("eos_token") or ""
-    if spec is not None:
-        marker = _fill(str(spec.get("end_of_turn") or ""), bos, eos) or None
-    else:
-        marker = _jinja_marker(text, t.get("name", "jinja"), tok, bos, eos)
+        tok = _recorded_tokenizer(manifest)
+    marker = t.end_of_turn
     one_token = None
     if tok is not None and marker:
-        one_token = len(tok.encode(marker)) == 1
+        one_token = tok.token_to_id(marker) is not None
     return TemplateInfo(
-        name=t.get("name", "?"),
-        sha256=t.get("sha256", ""),
-        kind="built-in spec" if spec is not None else "jinja",
+        name=t.name,
+        sha256=t.sha256,
+        kind="built-in spec" if t.text.lstrip().startswith("{") else "jinja",
         end_of_turn=marker,
-        eos_token=k.get("eos_token"),
+        eos_token=k.eos_token,
         marker_is_one_token=one_token,
-        tokenizer_sha_matches=None if tok is None else tok.sha256 == k.get("sha256"),
-        mask=manifest.get("options", {}).get("mask", "assistant"),
-        split_conversations=int(manifest.get("split_conversations", 0)),
-        split_for_tokenization=int(manifest.get("split_for_tokenization", 0)),
-        generation_tag_disagreements=int(manifest.get("generation_tag_disagreements", 0)),
+        tokenizer_sha_matches=None if tok is None else tok.sha256 == k.sha256,
+        mask=str(manifest.options.get("mask", "assistant")),
+        split_conversations=manifest.split_conversations,
+        split_for_tokenization=manifest.split_for_tokenization,
+        generation_tag_disagreements=manifest.generation_tag_disagreements,
     )
 
 
-def load_recorded_tokenizer(manifest: dict[str, Any]) -> BPETokenizer | None:
-    """The tokenizer recorded in the manifest, or None when it cannot be loaded here."""
+def _recorded_tokenizer(manifest: Manifest) -> BPETokenizer | None:
+    """The tokenizer at the recorded path, or None when it cannot be loaded here (changed or gone)."""
     from sftprep.errors import SftprepError
     from sftprep.tokenize.tokenizer import BPETokenizer
 
     try:
-        return BPETokenizer.load(manifest["tokenizer"]["path"])
-    except (SftprepError, OSError, KeyError):
-        return None
-
-
-def _spec_fields(text: str) -> dict[str, Any] | None:
-    """A built-in spec's fields when the recorded template text is one (JSON), else None."""
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and "end_of_turn" in data else None
-
-
-def _fill(fmt: str, bos: str, eos: str) -> str:
-    return fmt.replace("{bos}", bos).replace("{eos}", eos)
-
-
-def _jinja_marker(text: str, name: str, tok: BPETokenizer | None, bos: str, eos: str) -> str | None:
-    from sftprep.templates.base import RenderOptions
-    from sftprep.templates.jinja_template import JinjaTemplate
-
-    specials = tok.added_tokens if tok is not None else ()
-    try:
-        template = JinjaTemplate(text, name=name, special_tokens=specials)
-        return template.end_of_turn(RenderOptions(bos_token=bos, eos_token=eos))
-    except Exception:  # a template that cannot even be probed: report "unknown", never fail the report
+        return BPETokenizer.load(manifest.tokenizer.path)
+    except (SftprepError, OSError):
         return None

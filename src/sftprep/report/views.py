@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from sftprep.errors import ConfigError, SftprepError
+from sftprep.preparation.manifest import Manifest
 from sftprep.types import IGNORE_INDEX
 
 DEFAULT_EXAMPLES = 20
@@ -92,13 +93,11 @@ def read_rows(out_dir: Path, shards: list[str], wanted: list[int]) -> dict[int, 
 
 
 def example_views(
-    manifest: dict[str, Any], rows: dict[int, dict[str, Any]], order: list[int], tok: Any, template: Any
+    manifest: Manifest, rows: dict[int, dict[str, Any]], order: list[int], tok: Any, template: Any
 ) -> list[ExampleView]:
     """Token views of the rows, in `order`, given the run's `components`; tokens are decoded one by one
     where the source record is unavailable (or no longer yields the same example)."""
-    from sftprep.preparation.options import PrepareOptions
-
-    opts = PrepareOptions(**manifest["options"])
+    opts = manifest.prepare_options()
     prepared = _prepare_sources(opts, tok, template, [rows[i] for i in order]) if template is not None else {}
     out = []
     for i in order:
@@ -113,17 +112,16 @@ def example_views(
     return out
 
 
-def components(manifest: dict[str, Any]) -> tuple[Any, Any]:
-    """(tokenizer, template) as the run used them; on failure the recorded tokenizer (or None) and None."""
-    from sftprep.preparation.options import PrepareOptions
-    from sftprep.preparation.pipeline import load_components
-    from sftprep.report.template_info import load_recorded_tokenizer
-
-    opts = PrepareOptions(**manifest["options"])
+def components(manifest: Manifest) -> tuple[Any, Any]:
+    """(tokenizer, template) as the run used them (Manifest.components); where the template cannot be rebuilt,
+    the recorded tokenizer (or None) and None: the report then shows tokens without roles."""
     try:
-        return load_components(opts)
+        return manifest.components()
     except (SftprepError, OSError):
-        return load_recorded_tokenizer(manifest), None
+        try:
+            return manifest.load_tokenizer(), None
+        except (SftprepError, OSError):
+            return None, None
 
 
 def _decode(tok: Any, token_id: int) -> str:

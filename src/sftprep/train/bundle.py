@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from sftprep import __version__
-from sftprep.api import read_manifest
 from sftprep.errors import ConfigError
+from sftprep.preparation.manifest import Manifest, read_manifest, template_from_record
 from sftprep.preparation.options import PrepareOptions
-from sftprep.templates.base import ChatTemplate, RenderOptions, template_sha256
-from sftprep.templates.jinja_template import JinjaTemplate
-from sftprep.templates.spec import SpecTemplate, TemplateSpec
+from sftprep.templates.base import ChatTemplate, RenderOptions
 from sftprep.tokenize.tokenizer import BPETokenizer
 
 BUNDLE_FILE = "sftprep_model.json"
@@ -32,90 +30,54 @@ TOKENIZER_FILES = (
 
 @dataclass
 class DataBundle:
-    """What the data was prepared with (the manifest's tokenizer, template and options sections)."""
+    """What the data was prepared with: its manifest (the typed model of manifest.json, or of the record saved
+    beside a model), the tokenizer and the exact template it names."""
 
     tokenizer: BPETokenizer
     template: ChatTemplate
-    tokenizer_record: dict[str, Any]
-    template_record: dict[str, Any]
-    options: dict[str, Any]
+    manifest: Manifest
+
+    @property
+    def tokenizer_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.manifest.tokenizer)
+
+    @property
+    def template_record(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.manifest.template)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.manifest.options
 
     @property
     def pad_id(self) -> int:
-        return int(self.tokenizer_record.get("pad_id", self.tokenizer.pad_id))
+        pad = self.manifest.tokenizer.pad_id
+        return int(pad if pad is not None else self.tokenizer.pad_id)
 
     @property
     def eos_id(self) -> int | None:
-        return self.tokenizer.token_to_id(self.tokenizer_record.get("eos_token"))
+        return self.tokenizer.token_to_id(self.manifest.tokenizer.eos_token)
 
     @property
     def vocab_size(self) -> int:
-        return int(self.tokenizer_record.get("vocab_size", self.tokenizer.vocab_size))
+        return int(self.manifest.tokenizer.vocab_size or self.tokenizer.vocab_size)
 
     def prepare_options(self, **overrides: Any) -> PrepareOptions:
-        known = {f.name for f in dataclasses.fields(PrepareOptions)}
-        values = {k: v for k, v in self.options.items() if k in known}
-        values.setdefault("inputs", [])
-        return PrepareOptions(**{**values, **overrides})
+        return self.manifest.prepare_options(**overrides)
 
     def render_options(self) -> RenderOptions:
-        o = self.prepare_options()
-        return RenderOptions(
-            bos_token=self.tokenizer_record.get("bos_token") or "",
-            eos_token=self.tokenizer_record.get("eos_token") or "",
-            train_on_eos=o.train_on_eos,
-            train_reasoning=o.train_reasoning,
-            train_tool_calls=o.train_tool_calls,
-            template_vars=o.template_vars,
-        )
-
-
-def template_from_record(record: dict[str, Any], tok: BPETokenizer) -> ChatTemplate:
-    """Rebuild the exact template from the manifest's {name, sha256, text} (no lookup by name)."""
-    text, name = record["text"], record.get("name", "template")
-    template: ChatTemplate
-    spec = _as_spec(text)
-    if spec is not None:
-        template = SpecTemplate(spec)
-    else:
-        template = JinjaTemplate(text, name=name, special_tokens=tok.added_tokens)
-    if record.get("sha256") and template_sha256(template) != record["sha256"]:
-        raise ConfigError(f"template {name!r}: its text does not match the recorded sha256")
-    return template
-
-
-def _as_spec(text: str) -> TemplateSpec | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    known = {f.name for f in dataclasses.fields(TemplateSpec)}
-    if not isinstance(data, dict) or "name" not in data or not set(data) <= known:
-        return None
-    return TemplateSpec(**{**data, "markers": tuple(data.get("markers", ()))})
-
-
-def _bundle_from(tok: BPETokenizer, manifest: dict[str, Any], where: str) -> DataBundle:
-    record = manifest["tokenizer"]
-    if record.get("sha256") and tok.sha256 != record["sha256"]:
-        raise ConfigError(
-            f"{where}: the tokenizer at {tok.path} is not the one the data was prepared with (sha256 differs)"
-        )
-    template = template_from_record(manifest["template"], tok)
-    return DataBundle(tok, template, dict(record), dict(manifest["template"]), dict(manifest.get("options", {})))
+        """The render options the data was prepared with (the prompt at inference is rendered with them)."""
+        return self.manifest.render_options(self.tokenizer)
 
 
 def load_data_bundle(data_dir: str | Path) -> DataBundle:
-    """The tokenizer and template recorded in DATA_DIR/manifest.json."""
+    """The tokenizer and template recorded in DATA_DIR/manifest.json (Manifest.components)."""
     manifest = read_manifest(data_dir)
-    record = manifest["tokenizer"]
     try:
-        tok = BPETokenizer.load(record["path"])
+        tok, template = manifest.components()
     except ConfigError as e:
-        tok = BPETokenizer.load(None)  # the embedded default, if that is what it was (an installation moved)
-        if tok.sha256 != record.get("sha256"):
-            raise ConfigError(f"{data_dir}: cannot load the tokenizer recorded in its manifest: {e}") from e
-    return _bundle_from(tok, manifest, str(data_dir))
+        raise ConfigError(f"{data_dir}: {e}") from e
+    return DataBundle(tok, template, manifest)
 
 
 def save_bundle(bundle: DataBundle, out_dir: Path, extra: dict[str, Any]) -> None:
@@ -151,4 +113,8 @@ def load_model_bundle(model_dir: str | Path) -> DataBundle:
         record["tokenizer"], record["template"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{path}: unreadable or incomplete ({e}); train the model again with `sftprep train`") from e
-    return _bundle_from(BPETokenizer.load(Path(model_dir)), record, str(model_dir))
+    manifest = Manifest.from_dict(record)
+    tok = BPETokenizer.load(Path(model_dir))  # the tokenizer files saved beside the model
+    if manifest.tokenizer.sha256 and tok.sha256 != manifest.tokenizer.sha256:
+        raise ConfigError(f"{model_dir}: its tokenizer files are not the ones the model was trained with (sha256)")
+    return DataBundle(tok, template_from_record(dataclasses.asdict(manifest.template), tok), manifest)
