@@ -72,7 +72,6 @@ _TURN_NOTES = {
 _TURN_WARNINGS = {
     "content_not_rendered": "trained turns whose content the template does not render (not trained)",
     "tool_calls_not_rendered": "tool calls the template does not render (not trained)",
-    "stop:eos_appended": "trained turns ended by the tokenizer's eos, which the template never renders",
     "stop:none": "trained turns with no stop token: the model is not taught to stop",
     "stop_not_special": "trained turns whose stop is not a token of the tokenizer",
 }

@@ -124,7 +124,7 @@ class Stop:
     stop: str
     added: str = ""
     known: bool = True  # the stop is a token of the tokenizer (not only special-looking text)
-    how: str = "marker"  # marker | next_header | eos_appended | none
+    how: str = "marker"  # marker | next_header | none
 
 
 def ends_with_marker(body: str, specials: Specials) -> Stop | None:
