@@ -110,3 +110,35 @@ def hand_ids(text: str, markers: Sequence[str] = MARKERS) -> list[int]:
 def hand_decode(ids: Sequence[int]) -> str:
     """Inverse of `hand_ids`: a marker id to its string, anything else to chr(id)."""
     return "".join(ID_TO_MARKER.get(i, chr(i)) for i in ids)
+
+
+def build_merging_tokenizer(merges: Sequence[tuple[str, str]] = (("a", "b"),), markers: bool = True) -> Tokenizer:
+    """The dummy rule plus BPE merges over the whole text (no pre-tokenizer): merged token k has id 300 + k.
+    With ("a", "b"), "xab" -> [120, 300]: a joint encoding merges across any cut between "a" and "b", so the
+    tests of piecewise encoding can see a token that would straddle a boundary."""
+    vocab = {chr(i): i for i in CHAR_RANGE}
+    for k, (a, b) in enumerate(merges):
+        vocab[a + b] = 300 + k
+    if markers:
+        vocab.update(MARKER_IDS)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
+    tok.decoder = decoders.Fuse()
+    if markers:
+        tok.add_special_tokens([AddedToken(m, special=True, normalized=False) for m in MARKERS])
+    return tok
+
+
+PREPEND = "▁"
+PREPEND_ID = 400
+
+
+def build_prepending_tokenizer() -> Tokenizer:
+    """SentencePiece-style: one token per character (id = ord(c)), spaces as "▁" (id 400), and a "▁" prepended
+    at the start of the input only, not after a special token: "b" -> [400, 98] but "<s>b" -> [1002, 98]."""
+    vocab = {chr(i): i for i in CHAR_RANGE}
+    vocab[PREPEND] = PREPEND_ID
+    vocab.update(MARKER_IDS)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=PREPEND, prepend_scheme="first")
+    tok.add_special_tokens([AddedToken(m, special=True, normalized=False) for m in MARKERS])
+    return tok
