@@ -53,6 +53,14 @@ MARKERS: tuple[str, ...] = (
     "</tool_call>",  # 1026
     "<|observation|>",  # 1027
     "<|tool_response>",  # 1028
+    "<tool_response>",  # 1029  (Qwen3, GLM-4: tests/data/templates)
+    "</tool_response>",  # 1030
+    "[gMASK]",  # 1031  (GLM-4)
+    "<sop>",  # 1032
+    "<arg_key>",  # 1033
+    "</arg_key>",  # 1034
+    "<arg_value>",  # 1035
+    "</arg_value>",  # 1036
 )
 MARKER_IDS: dict[str, int] = {m: 1000 + i for i, m in enumerate(MARKERS)}
 ID_TO_MARKER: dict[int, str] = {i: m for m, i in MARKER_IDS.items()}
