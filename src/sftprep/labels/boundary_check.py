@@ -9,6 +9,7 @@ or WINDOW characters after the cut (then tokens within MARGIN of that edge are n
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,16 +63,20 @@ def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
         if not js:
             continue
         specials = [s for s in tok.find_added(e.rendered.text) if not _in_plain(s, e)]
+        starts = [a for a, _ in specials]  # sorted, and so are the ends (added tokens do not overlap)
+        ends = [b for _, b in specials]
         for j in js:
             prev, cur = e.pieces[j - 1], e.pieces[j]
             if prev.plain or cur.plain:
                 continue  # plain-text special strings differ from a joint encoding by design
             c = cur.start
-            left = max([prev.start] + [a for a, b in specials if b <= c])
+            k = bisect_right(ends, c)  # specials ending at or before the cut: the last one starts the window
+            left = max(prev.start, starts[k - 1]) if k else prev.start
             limit = min(c + WINDOW, cur.end)
-            nxt = [a for a, _ in specials if c <= a <= limit]
-            right = nxt[0] if nxt else limit
-            exact = bool(nxt) or right == len(e.rendered.text)
+            n = bisect_left(starts, c)
+            nxt = starts[n] if n < len(starts) and starts[n] <= limit else None
+            right = nxt if nxt is not None else limit
+            exact = nxt is not None or right == len(e.rendered.text)
             windows.append(_Window(u, j, left, c, right, exact))
     return windows
 
@@ -103,7 +108,7 @@ def _window_agrees(w: _Window, ids: list[int], offsets: list[tuple[int, int]], e
             return False  # a token of the joint encoding straddles the cut
         if b <= cut and a < cut:
             n_left += 1
-    piece_ids = e.piece_ids
+    piece_ids = e.piece_ids  # computed once per example
     left_ours = piece_ids[w.piece - 1]
     if w.left == e.pieces[w.piece - 1].start:
         if not np.array_equal(left_ours, ids[:n_left]):

@@ -14,11 +14,13 @@ Labels are aligned with input_ids (the model shifts): the id on trained tokens, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Encoding
 
+from sftprep.tokenize.fast_bpe import SEPARATOR
 from sftprep.tokenize.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, split_piece
 from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
@@ -48,7 +50,7 @@ class Encoded:
             self.trainable = int(np.count_nonzero(self.labels != IGNORE_INDEX))
         return self.trainable
 
-    @property
+    @cached_property
     def piece_ids(self) -> list[np.ndarray]:
         s = self.piece_starts
         return [self.input_ids[s[k] : s[k + 1]] for k in range(len(self.pieces))]
@@ -119,8 +121,15 @@ class PlainText(NamedTuple):
     k: int
 
 
-Part = Text | np.ndarray  # ids known already: tiktoken's, or a cached template stretch
-Recipe = Text | PlainText | np.ndarray | list[Part]
+class Fast(NamedTuple):
+    """While planning: a text tiktoken encodes with the batch (`fast_texts[k]`); resolved to its ids, or to a
+    Text where tiktoken cannot give HF's ids."""
+
+    k: int
+
+
+Part = Text | Fast | np.ndarray  # ids known already: tiktoken's, or a cached template stretch
+Recipe = Text | PlainText | Fast | np.ndarray | list[Part]
 
 
 @dataclass
@@ -137,6 +146,7 @@ class EncodeJob:
     # made of (a Recipe), in order
     recipes: list[Recipe] | None = None
     new_literals: dict[str, int] = field(default_factory=dict)  # stretch text -> index in `normal`
+    fast_texts: list[str] = field(default_factory=list)  # ASCII texts tiktoken encodes in one call
 
 
 def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> EncodeJob:
@@ -164,7 +174,25 @@ def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok
         contents = content_ranges(r) if cache is not None else []
         for p in plan:
             recipes.append(_recipe(job, r.text, p, contents, cache, fast))
+    if job.fast_texts:
+        _resolve_fast(job, fast.encode_many(job.fast_texts))
     return job
+
+
+def _resolve_fast(job: EncodeJob, found: list[np.ndarray | None]) -> None:
+    """Each Fast part: its ids, or (tiktoken cannot give HF's ids there) a text HF encodes with the batch."""
+
+    def resolve(part: Any) -> Any:
+        if not isinstance(part, Fast):
+            return part
+        ids = found[part.k]
+        if ids is not None:
+            return ids
+        job.normal.append(job.fast_texts[part.k])
+        return Text(len(job.normal) - 1)
+
+    assert job.recipes is not None
+    job.recipes = [[resolve(x) for x in r] if isinstance(r, list) else resolve(r) for r in job.recipes]
 
 
 def _recipe(
@@ -199,10 +227,10 @@ def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> 
 
 
 def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Part:
-    """The ids of `text` when tiktoken gives them exactly, else the text HF encodes with the batch."""
-    ids = fast.encode(text) if fast is not None else None
-    if ids is not None:
-        return ids
+    """`text` for tiktoken's batch (ASCII; resolved after planning), else a text HF encodes with the batch."""
+    if fast is not None and text.isascii() and SEPARATOR not in text:
+        job.fast_texts.append(text)
+        return Fast(len(job.fast_texts) - 1)
     job.normal.append(text)
     return Text(len(job.normal) - 1)
 

@@ -7,8 +7,9 @@ AssistantTracker does).
 
 A chat template is code from wherever the user downloaded it, so every render is bounded (`render_budget`):
 past a deadline or an output size the render raises `TemplateTimeout` (the record is rejected, the run goes
-on). The sandbox already refuses unsafe attributes; the bound is checked on every call, attribute and item
-access, `range` iteration, `*`/`**` and output chunk, so nested loops, runaway macros and huge strings stop.
+on). The sandbox already refuses unsafe attributes; the bound is checked on every call (macros included),
+`range` iteration, `*`/`**` and output chunk, so nested loops, runaway macros and huge strings stop (a loop over
+the data itself is bounded by the data).
 """
 
 from __future__ import annotations
@@ -116,14 +117,6 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         _tick()
         return super().call(context, obj, *args, **kwargs)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        _tick()
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        _tick()
-        return super().getitem(obj, argument)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _tick()

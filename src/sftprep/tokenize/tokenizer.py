@@ -184,7 +184,22 @@ class BPETokenizer:
     @cached_property
     def fast(self) -> FastBPE | None:
         """tiktoken's BPE where it gives exactly this tokenizer's ids (ASCII text, see fast_bpe.py)."""
-        return fast_bpe(self.tokenizer) if self.splits_at_added and not self.start_sensitive else None
+        if not self.splits_at_added or self.start_sensitive:
+            return None
+        return fast_bpe(self.tokenizer, self._identity())
+
+    def _identity(self) -> str:
+        """What determines `self.tokenizer`: its files' hash, its configuration, how it was loaded (transformers'
+        version where transformers configured it) and this module (which edits the loaded tokenizer)."""
+        version = ""
+        if self.loader == "transformers":
+            try:
+                version = metadata.version("transformers")
+            except metadata.PackageNotFoundError:
+                version = "?"
+        parts = [self.sha256, self.loader, version, json.dumps(self.config, sort_keys=True, default=str)]
+        parts.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
+        return "\0".join(parts)
 
     @cached_property
     def literal_cache(self) -> LiteralCache | None:

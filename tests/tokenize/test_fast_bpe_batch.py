@@ -1,0 +1,44 @@
+"""FastBPE.encode_many: one tiktoken call for many texts gives each text's own encoding (issue #15)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import SHARED_DIR
+
+from sftprep.tokenize.fast_bpe import SEPARATOR
+from sftprep.tokenize.tokenizer import BPETokenizer
+
+QWEN = SHARED_DIR / "tokenizers" / "qwen2.5"
+pytestmark = pytest.mark.skipif(not QWEN.is_dir(), reason=f"{QWEN} is absent")
+
+
+def texts() -> list[str]:
+    rng = random.Random(0)
+    words = ["hello", " world", "\n\n", "  ", "123456", "<|im_end|>", "'s", "x<|im_start|>y", "\t", "JSON {", "}"]
+    out = ["", " ", "a", "\n", "trailing   ", "   leading"]
+    out += ["".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(300)]
+    return out
+
+
+def test_encode_many_equals_one_by_one_and_hf() -> None:
+    tok = BPETokenizer.load(QWEN)
+    fast = tok.fast
+    assert fast is not None
+    batch = texts()
+    many = fast.encode_many(batch)
+    for text, got in zip(batch, many, strict=True):
+        one = fast.encode(text)
+        assert (got is None) == (one is None), text
+        if got is not None:
+            assert got.tolist() == one.tolist() == tok.encode(text), text
+
+
+def test_a_text_tiktoken_cannot_take_is_none_in_place() -> None:
+    fast = BPETokenizer.load(QWEN).fast
+    assert fast is not None
+    unsafe = next((t for t in ("é", "日本") if fast.encode(t) is None), None)  # non-ASCII: never tiktoken's
+    out = fast.encode_many(["abc", unsafe or "é", "def"])
+    assert out[1] is None and out[0] is not None and out[2] is not None
+    assert SEPARATOR not in "abc"
