@@ -245,7 +245,7 @@ def _plan_in_context(units: list[RenderedConversation], plans: list[list[Piece]]
     for r, plan in zip(units, plans):
         specials = [a for a, _ in tok.find_added(r.text)]
         for p in plan:
-            ctx = max((a for a in specials if a < p.start), default=p.start) if p.start > 0 else 0
+            ctx = max((a for a in specials if a < p.start), default=0)  # the joint encoding's left context
             (plain if p.plain else normal).append(r.text[ctx : p.end])
             cuts.append(p.start - ctx)
     return EncodeJob(units, plans, normal, plain, cuts)
