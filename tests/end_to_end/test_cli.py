@@ -199,20 +199,22 @@ def test_bad_option_value_exits_2(tmp_path: Path, flag: str, value: str, expecte
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "says"),
     [
-        ["prepare", "in.jsonl", "--no-such-option"],
-        ["prepare", "in.jsonl", "--max-length", "abc"],
-        ["prepare", "in.jsonl", "--template-var", "novalue"],
-        ["prepare"],
-        ["no-such-command"],
+        (["prepare", "in.jsonl", "--no-such-option"], "No such option: --no-such-option"),
+        (["prepare", "in.jsonl", "--max-length", "abc"], "Invalid value for '--max-length'"),
+        (["prepare", "in.jsonl", "--template-var", "novalue"], "--template-var 'novalue': expected KEY=VALUE"),
+        (["prepare"], "Missing argument 'inputs'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
     ],
 )
-def test_usage_errors_exit_2_without_traceback(tmp_path: Path, args: list[str]) -> None:
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path, args: list[str], says: str) -> None:
     write_jsonl(tmp_path / "in.jsonl", GOOD)
     r = cli(tmp_path, *args)
     no_traceback(r)
     assert r.returncode == 2
+    assert says in r.stderr and "Usage: sftprep" in r.stderr
+    assert leftovers(tmp_path) == []
 
 
 def test_inspect_prints_tokens(prepared: Path) -> None:
@@ -235,6 +237,8 @@ def test_inspect_negative_index(prepared: Path) -> None:
     r = cli(prepared, "inspect", "out", "--index", "-1")
     no_traceback(r)
     assert r.returncode == 2
+    assert "--index -1: expected 0 or more (0 is the first example)" in r.stderr
+    assert r.stdout == ""
 
 
 def test_inspect_missing_directory(tmp_path: Path) -> None:
@@ -276,3 +280,5 @@ def test_tokenizer_train_unknown_template(tmp_path: Path) -> None:
     r = cli(tmp_path, "tokenizer", "train", str(SAMPLE), "--template", "nosuch", "-o", "tok")
     no_traceback(r)
     assert r.returncode == 2
+    assert f"--template 'nosuch': expected a built-in ({', '.join(builtin_names())})" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -126,6 +126,8 @@ def test_load_as_dataset_true(out_dir: Path, hf_cache: None) -> None:
 
     ds = sftprep.load(out_dir, as_dataset=True)
     assert isinstance(ds, datasets.Dataset) and len(ds) == 6
+    assert ds.column_names == COLUMNS
+    assert [dict(r) for r in ds] == parquet_rows(out_dir)
 
 
 def test_load_without_dataset_iterates_dicts(out_dir: Path) -> None:

@@ -313,8 +313,15 @@ def test_merge_refuses_different_weights() -> None:
 
 def test_consecutive_tool_messages_are_fine() -> None:
     data = chat(("user", "q"), ("assistant", "a"), ("tool", "1"), ("tool", "2"), ("assistant", "b"))
-    assert len(ok(data).messages) == 5
-    assert len(ok(data, merge_consecutive=True).messages) == 5
+    expected = (
+        Message("user", "q"),
+        Message("assistant", "a"),
+        Message("tool", "1"),
+        Message("tool", "2"),
+        Message("assistant", "b"),
+    )
+    assert ok(data).messages == expected
+    assert ok(data, merge_consecutive=True).messages == expected  # tool results are never merged
 
 
 def test_misplaced_system() -> None:

@@ -114,13 +114,22 @@ def test_losses_go_to_tensorboard_when_installed(data: Path, tmp_path: Path, mon
 
 def test_cli_functions(data: Path, tmp_path: Path) -> None:
     from sftprep.train.commands import generate_command, train_command
+    from sftprep.train.generate import greedy, load_for_generation
 
     out = tmp_path / "cli"
     result = train_command(
         data, out, tiny_hidden=32, tiny_layers=1, tiny_heads=2, batch_size=4, max_steps=2, quiet=True, tensorboard=False
     )
     assert result.steps == 2 and (out / "model.safetensors").is_file()
-    assert isinstance(generate_command(out, prompt="What is 1 + 2?", max_new_tokens=3), str)
+    reply = generate_command(out, prompt="What is 1 + 2?", max_new_tokens=3)
+    # the command's reply is the greedy decoding of the saved model on the prompt rendered as in training
+    model, renderer = load_for_generation(out)
+    prompt = renderer.render([{"role": "user", "content": "What is 1 + 2?"}])
+    assert (
+        renderer.tok.decode(prompt.input_ids) == "<|im_start|>user\nWhat is 1 + 2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert reply == greedy(model, prompt, renderer.tok.decode, 3)
+    assert reply == generate_command(out, prompt="What is 1 + 2?", max_new_tokens=3)  # deterministic
 
 
 def test_typer_commands(data: Path, tmp_path: Path) -> None:
