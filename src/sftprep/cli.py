@@ -44,15 +44,44 @@ def _parse_pairs(values: list[str], flag: str, typed: bool = False) -> dict[str,
     return pairs
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def _list(values: list[str]) -> list[str]:
+    """Repeatable and comma-separated values (`--dataset a,b --dataset c`)."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    from sftprep.read.columns import parse_pairs
+
+    return {k: v for value in values for k, v in parse_pairs(value, flag).items()}
+
+
 @app.command()
 def prepare(
-    inputs: Annotated[list[Path], typer.Argument(help="JSONL or JSON files (optionally .gz).")],
+    ctx: typer.Context,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="JSONL/JSON/CSV/TSV (also .gz/.zst/.bz2/.xz), Parquet, Arrow, datasets dirs, dirs, globs."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Data config (.yaml/.toml): options, sources, eval. Flags given win.")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Output directory.")] = Path("out"),
     tokenizer: Annotated[str | None, typer.Option(help="tokenizer.json, HF dir, .tiktoken, or default.")] = None,
     template: Annotated[str | None, typer.Option(help="Built-in name, .jinja, tokenizer_config.json or dir.")] = None,
     template_name: Annotated[str | None, typer.Option(help="Pick a named template from a list.")] = None,
     template_var: Annotated[list[str], typer.Option(help="Extra template variable KEY=VALUE.")] = [],  # noqa: B006
     format: Annotated[str, typer.Option(help="auto|messages|sharegpt|alpaca|prompt-completion")] = "auto",
+    columns: Annotated[
+        list[str], typer.Option(help="Map fields: messages=dialog,system=sys,instruction=question,output=answer.")
+    ] = [],  # noqa: B006
+    tags: Annotated[
+        list[str], typer.Option(help="Message keys/roles (LLaMA-Factory tags): role_tag=from,content_tag=value,...")
+    ] = [],  # noqa: B006
     role_map: Annotated[list[str], typer.Option(help="Map a role: OLD=NEW (repeatable).")] = [],  # noqa: B006
     merge_consecutive: Annotated[bool, typer.Option(help="Merge consecutive same-role turns.")] = False,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt TEXT or @file.")] = None,
@@ -74,6 +103,21 @@ def prepare(
         bool, typer.Option(help="Keep turns whose trained text is only the end-of-turn marker.")
     ] = False,
     render_timeout: Annotated[float, typer.Option(help="Seconds one record's renders may take.")] = 10.0,
+    dedup: Annotated[bool, typer.Option(help="Drop records whose conversation an earlier record has.")] = False,
+    min_trainable_tokens: Annotated[int | None, typer.Option(help="Drop examples with fewer trained tokens.")] = None,
+    max_trainable_tokens: Annotated[int | None, typer.Option(help="Drop examples with more trained tokens.")] = None,
+    dataset_info: Annotated[
+        Path | None, typer.Option(help="LLaMA-Factory's dataset_info.json: read the --dataset entries from it.")
+    ] = None,
+    dataset: Annotated[list[str], typer.Option(help="Names in --dataset-info (a,b or repeated).")] = [],  # noqa: B006
+    eval_fraction: Annotated[
+        float | None, typer.Option(help="Hold out this fraction of each source's records.")
+    ] = None,
+    eval_sources: Annotated[list[str], typer.Option(help="Hold out these sources whole (a,b).")] = [],  # noqa: B006
+    seed: Annotated[int, typer.Option(help="Seed of sampling and the eval split.")] = 0,
+    mixture_examples: Annotated[
+        int | None, typer.Option(help="Examples drawn from the weighted sources (default: none repeated).")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 2 at the first rejected record.")] = False,
     shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
@@ -89,41 +133,59 @@ def prepare(
 ) -> None:
     """Turn conversations into (input_ids, labels) Parquet shards with a manifest and rejects."""
     from sftprep.preparation.manifest import Manifest
-    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.options import resolve_options
     from sftprep.preparation.progress import RunProgress
     from sftprep.preparation.run import prepare as run
     from sftprep.preparation.summary import print_summary, require_examples
     from sftprep.read.system_prompt import load_system_prompt
 
-    opts = PrepareOptions(
-        inputs=[str(p) for p in inputs],
-        out_dir=str(out_dir),
-        tokenizer=tokenizer,
-        template=template,
-        template_name=template_name,
-        template_vars=_parse_pairs(template_var, "--template-var", typed=True),
-        format=format,
-        role_map=_parse_pairs(role_map, "--role-map"),
-        merge_consecutive=merge_consecutive,
-        system_prompt=load_system_prompt(system_prompt) if system_prompt else None,
-        system_policy=system_policy,
-        mask=mask,
-        train_on_eos=train_on_eos,
-        train_reasoning=train_reasoning,
-        train_tool_calls=train_tool_calls,
-        max_length=max_length,
-        max_chars=max_chars,
-        truncation=truncation,
-        reasoning_mode=reasoning_mode,
-        require_user_turn=require_user_turn,
-        train_marker_only=train_marker_only,
-        render_timeout=render_timeout,
-        strict=strict,
-        shard_size=shard_size,
-        overwrite=overwrite,
-        workers=workers,
-        resume=resume,
+    flags: dict[str, Any] = {
+        "inputs": [str(p) for p in inputs or []],
+        "out_dir": str(out_dir),
+        "tokenizer": tokenizer,
+        "template": template,
+        "template_name": template_name,
+        "template_vars": _parse_pairs(template_var, "--template-var", typed=True),
+        "format": format,
+        "columns": _pairs(columns, "--columns"),
+        "tags": _pairs(tags, "--tags"),
+        "role_map": _parse_pairs(role_map, "--role-map"),
+        "merge_consecutive": merge_consecutive,
+        "system_prompt": load_system_prompt(system_prompt) if system_prompt else None,
+        "system_policy": system_policy,
+        "mask": mask,
+        "train_on_eos": train_on_eos,
+        "train_reasoning": train_reasoning,
+        "train_tool_calls": train_tool_calls,
+        "max_length": max_length,
+        "max_chars": max_chars,
+        "truncation": truncation,
+        "reasoning_mode": reasoning_mode,
+        "require_user_turn": require_user_turn,
+        "train_marker_only": train_marker_only,
+        "render_timeout": render_timeout,
+        "dedup": dedup,
+        "min_trainable_tokens": min_trainable_tokens,
+        "max_trainable_tokens": max_trainable_tokens,
+        "eval_fraction": eval_fraction,
+        "eval_sources": _list(eval_sources),
+        "seed": seed,
+        "mixture_examples": mixture_examples,
+        "strict": strict,
+        "shard_size": shard_size,
+        "overwrite": overwrite,
+        "workers": workers,
+        "resume": resume,
+    }
+    params = {"template_vars": "template_var"}
+    given = {k for k in flags if _given(ctx, params.get(k, k))}
+    opts, cli_only = resolve_options(
+        flags, given, str(config) if config else None, str(dataset_info) if dataset_info else None, _list(dataset)
     )
+    engine = cli_only.get("engine", engine)
+    ray_address = cli_only.get("ray_address", ray_address)
+    quiet = bool(cli_only.get("quiet", quiet))
+    out_dir = Path(opts.out_dir)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"--engine {engine!r}: expected local or ray")
     with RunProgress("prepare", quiet=quiet, console=err) as progress:

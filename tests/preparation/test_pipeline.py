@@ -180,8 +180,17 @@ def test_records_reconcile_per_file(tmp_path: Path, tok_dir: Path) -> None:
     for counts in per.values():
         assert counts["records_read"] == counts["records_with_examples"] + counts["records_rejected"]
         assert counts["reconciled"] is True
-    counts = {k: v for k, v in per[str(a)].items() if k != "reconciled"}
-    assert counts == {"records_read": 4, "records_with_examples": 2, "records_rejected": 2, "examples": 2}
+    counts = {k: v for k, v in per[str(a)].items() if k not in ("reconciled", "tokens", "trainable_tokens")}
+    assert counts == {
+        "records_read": 4,
+        "records_with_examples": 2,
+        "records_rejected": 2,
+        "examples": 2,
+        "duplicates": 0,
+        "filtered": 0,
+    }
+    assert sum(c["tokens"] for c in per.values()) == manifest["tokens"]
+    assert sum(c["trainable_tokens"] for c in per.values()) == manifest["trainable_tokens"]
     assert per[str(b)]["records_read"] == per[str(b)]["examples"] == 2
     assert manifest["records_read"] == 6 and manifest["examples_written"] == 4
     assert manifest["rejected_by_reason"] == {"empty_messages": 1, "invalid_json": 1}

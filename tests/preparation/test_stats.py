@@ -25,7 +25,8 @@ def filled(k: int) -> Stats:
     for n, f in enumerate(fields(Stats)):
         value = getattr(s, f.name)
         if f.name == "files":
-            s.files = {"shared.jsonl": FileCounts(k, k + 1, k + 2, k + 3), f"only{k}.jsonl": FileCounts(1, 1, 0, 2)}
+            shared = FileCounts(*(k + i for i in range(len(fields(FileCounts)))))
+            s.files = {"shared.jsonl": shared, f"only{k}.jsonl": FileCounts(1, 1, 0, 2)}
         elif isinstance(value, Counter):
             setattr(s, f.name, Counter({"shared": k + n, f"only{k}": 1}))
         elif isinstance(value, int):
@@ -42,7 +43,7 @@ def test_merge_adds_every_field() -> None:
         merged = getattr(a, f.name)
         if f.name == "files":
             assert merged == {
-                "shared.jsonl": FileCounts(110, 112, 114, 116),
+                "shared.jsonl": FileCounts(*(110 + 2 * i for i in range(len(fields(FileCounts))))),
                 "only10.jsonl": FileCounts(1, 1, 0, 2),
                 "only100.jsonl": FileCounts(1, 1, 0, 2),
             }
@@ -62,12 +63,13 @@ def test_to_dict_from_dict_round_trip_through_json() -> None:
     s = filled(7)
     d = json.loads(json.dumps(s.to_dict()))  # what a worker sends back
     assert Stats.from_dict(d) == s
-    assert d["files"]["shared.jsonl"] == {
-        "records_read": 7,
-        "records_with_examples": 8,
-        "records_rejected": 9,
-        "examples": 10,
-    }
+    assert d["files"]["shared.jsonl"] == {f.name: 7 + i for i, f in enumerate(fields(FileCounts))}
+    assert list(d["files"]["shared.jsonl"])[:4] == [
+        "records_read",
+        "records_with_examples",
+        "records_rejected",
+        "examples",
+    ]
     assert isinstance(Stats.from_dict(d).turns, Counter)
 
 
@@ -106,6 +108,16 @@ def test_examples_count_their_tokens(dummy: BPETokenizer) -> None:
     assert s.examples == 2 and s.files["a.jsonl"].examples == 2
     assert s.tokens == 2 * len(e.input_ids)
     assert s.trainable_tokens == 2 * 3  # "Y", "o", <|im_end|>
+    assert (s.files["a.jsonl"].tokens, s.files["a.jsonl"].trainable_tokens) == (s.tokens, 6)  # per file too
+
+
+def test_duplicates_and_filtered_are_rejects_counted_per_file() -> None:
+    s = Stats()
+    for reason in ("duplicate", "too_few_trainable_tokens", "too_many_trainable_tokens", "invalid_json"):
+        s.read("a.jsonl")
+        s.rejected("a.jsonl", reason)
+    f = s.files["a.jsonl"]
+    assert (f.records_rejected, f.duplicates, f.filtered) == (4, 1, 2) and f.reconciled
 
 
 def test_count_record() -> None:

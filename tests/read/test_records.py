@@ -273,7 +273,8 @@ def test_unreadable_file_raises_input_error(tmp_path: Path) -> None:
 def test_iter_input_files_lists_every_bad_path(tmp_path: Path) -> None:
     good = write(tmp_path / "a.jsonl", '{"a": 1}\n')
     with pytest.raises(InputError) as info:
-        iter_input_files([good, tmp_path / "missing1.jsonl", tmp_path, str(tmp_path / "missing2.json")])
+        (tmp_path / "empty").mkdir()
+        iter_input_files([good, tmp_path / "missing1.jsonl", tmp_path / "empty", str(tmp_path / "missing2.json")])
     msg = str(info.value)
     assert "missing1.jsonl" in msg and "missing2.json" in msg and "is a directory" in msg
     assert len(msg.splitlines()) == 3  # one line per bad path, none for the good one
@@ -295,10 +296,12 @@ def test_every_error_has_its_kind_apart_from_its_text(tmp_path: Path) -> None:
 
 def test_unreadable_formats_are_refused_up_front(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"messages": []}\n')
-    (tmp_path / "b.csv").write_text("instruction,output\nq,a\n")
-    (tmp_path / "c.parquet").write_bytes(b"PAR1" + b"\x00" * 10)
+    (tmp_path / "b.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 10)
+    (tmp_path / "c.parquet.gz").write_bytes(gzip.compress(b"PAR1" + b"\x00" * 10))
+    (tmp_path / "d.csv").write_text("instruction,output\nq,a\n")  # read now
     with pytest.raises(InputError) as e:
-        iter_input_files([tmp_path / "a.jsonl", tmp_path / "b.csv", tmp_path / "c.parquet"])
+        iter_input_files([tmp_path / n for n in ("a.jsonl", "b.zip", "c.parquet.gz", "d.csv")])
     lines = str(e.value).splitlines()
-    assert len(lines) == 2 and "b.csv' is a CSV file" in lines[0] and "c.parquet' is an Apache Parquet file" in lines[1]
+    assert len(lines) == 2 and "b.zip' is a zip archive" in lines[0]
+    assert "c.parquet.gz' is a gzip-compressed Parquet file" in lines[1]
     assert all("fix: " in line for line in lines)

@@ -53,7 +53,33 @@ class TemplateRecord:
     missing_markers_hint: str | None = None
 
 
-_LAST = ("shards", "tokenizer", "template", "options")  # written after the counts
+@dataclass(frozen=True)
+class SourceRecord:
+    """One source of the run: what was read, rejected and prepared, and what the output holds of it.
+    `examples`, `tokens`, `trainable_tokens`: in OUT_DIR (repeats counted); `requested_ratio` / `realised_ratio`:
+    its share of OUT_DIR's examples as its sampling asks (before rounding) and as written."""
+
+    name: str
+    files: list[str]
+    sampling: dict[str, float] | None = None  # {"weight": 3} | {"examples": n} | {"epochs": e}; None: all once
+    records_read: int = 0
+    records_rejected: int = 0
+    duplicates: int = 0
+    filtered: int = 0
+    records_with_examples: int = 0
+    examples_prepared: int = 0
+    eval_records: int = 0
+    eval_examples: int = 0
+    records_in_output: int = 0
+    records_not_sampled: int = 0  # records with examples of which none was drawn (and not held out)
+    examples: int = 0
+    tokens: int = 0
+    trainable_tokens: int = 0
+    requested_ratio: float = 0.0
+    realised_ratio: float = 0.0
+
+
+_LAST = ("sources", "eval", "shards", "tokenizer", "template", "options")  # written after the counts
 
 
 @dataclass
@@ -81,13 +107,17 @@ class Manifest:
     turns: dict[str, int] = field(default_factory=dict)  # per trained turn: mode:*, stop:*, content dropped
     turns_rejected_by_reason: dict[str, int] = field(default_factory=dict)
     per_file: dict[str, dict[str, Any]] = field(default_factory=dict)
+    examples_prepared: int = 0  # before sampling and the eval split (= examples_written without them)
+    split: str | None = None  # "eval" for OUT_DIR/eval
+    sources: list[SourceRecord] = field(default_factory=list)
+    eval: dict[str, Any] | None = None  # {"dir": "eval", "records", "examples", "shards"} with an eval split
     engine: str | None = None  # "ray" when the Ray engine wrote it
 
     # -- the JSON form ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         counts = [f.name for f in dataclasses.fields(self) if f.name not in _LAST and f.name != "engine"]
-        out = {k: d[k] for k in counts}
+        out = {k: d[k] for k in counts if k != "split" or self.split is not None}
         if self.engine is not None:
             out["engine"] = self.engine
         return {**out, **{k: d[k] for k in _LAST}}
@@ -97,8 +127,9 @@ class Manifest:
         known = {f.name for f in dataclasses.fields(cls)}
         tok = _record(TokenizerRecord, d.get("tokenizer") or {})
         template = _record(TemplateRecord, d.get("template") or {})
-        rest = {k: v for k, v in d.items() if k in known and k not in ("tokenizer", "template")}
-        return cls(tokenizer=tok, template=template, **{"options": {}, **rest})
+        rest = {k: v for k, v in d.items() if k in known and k not in ("tokenizer", "template", "sources")}
+        sources = [_record(SourceRecord, s) for s in d.get("sources") or [] if isinstance(s, dict)]
+        return cls(tokenizer=tok, template=template, sources=sources, **{"options": {}, **rest})
 
     # -- what the run used ------------------------------------------------------------------------
     def prepare_options(self, **overrides: Any) -> PrepareOptions:
@@ -190,7 +221,12 @@ def build_manifest(
     shards: list[str],
     cache_key: str = "",
     engine: str | None = None,
+    sources: list[SourceRecord] | None = None,
+    eval_split: dict[str, Any] | None = None,
+    mixed: bool = False,
 ) -> Manifest:
+    """The manifest of a run. `sources`: per-source records; `mixed`: OUT_DIR holds a sample of the prepared
+    examples (sampling or an eval split): its counts are the sources' `examples`/`tokens`, not `stats`'."""
     unreconciled = [name for name, f in stats.files.items() if not f.reconciled]
     if unreconciled:  # a bug, never bad input: fail loudly
         raise AssertionError(f"records do not reconcile for {unreconciled}: {stats.files}")
@@ -201,6 +237,8 @@ def build_manifest(
         special_tokens_map=tok.special_tokens_map,
     )
     marker = template.end_of_turn(ropts)
+    records = sources or []
+    written = sum(r.examples for r in records) if mixed else stats.examples
     return Manifest(
         tokenizer=TokenizerRecord(
             path=tok.path,
@@ -225,12 +263,12 @@ def build_manifest(
         shards=list(shards),
         cache_key=cache_key,
         records_read=stats.records_read,
-        examples_written=stats.examples,
+        examples_written=written,
         records_rejected=stats.records_rejected,
         rejected_by_reason=dict(sorted(stats.rejected_by_reason.items())),
         examples_dropped_by_reason=dict(sorted(stats.dropped_examples.items())),
-        tokens=stats.tokens,
-        trainable_tokens=stats.trainable_tokens,
+        tokens=sum(r.tokens for r in records) if mixed else stats.tokens,
+        trainable_tokens=sum(r.trainable_tokens for r in records) if mixed else stats.trainable_tokens,
         truncated=stats.truncated,
         straddling_tokens=stats.boundary_merges,
         split_for_tokenization=stats.split_for_tokenization,
@@ -241,6 +279,9 @@ def build_manifest(
         turns=dict(sorted(stats.turns.items())),
         turns_rejected_by_reason=dict(sorted(stats.turns_rejected_by_reason.items())),
         per_file={name: {**f.__dict__, "reconciled": f.reconciled} for name, f in sorted(stats.files.items())},
+        examples_prepared=stats.examples,
+        sources=records,
+        eval=eval_split,
         engine=engine,
     )
 

@@ -22,7 +22,7 @@ from sftprep.labels.build_loss_labels import (
 )
 from sftprep.labels.truncation import drop_oldest_exchange, only_turn, truncate_right
 from sftprep.preparation.options import PrepareOptions
-from sftprep.preparation.stats import Stats
+from sftprep.preparation.stats import FILTER_REASONS, Stats
 from sftprep.read.normalize_conversations import normalize_conversations
 from sftprep.read.system_prompt import maybe_add_system_prompt
 from sftprep.templates.base import ChatTemplate, RenderOptions
@@ -85,17 +85,26 @@ class Preparer:
             render_timeout=opts.render_timeout,
             max_chars=opts.max_chars,
         )
+        self.columns = opts.column_map()
         self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
         _ = tok.fast, tok.literal_cache  # built once here, before any worker process forks
         self.stats = Stats()
 
     # -- per record ------------------------------------------------------------------------------
+    def conversation(self, raw: RawRecord) -> Conversation | Reject:
+        """The record as this run reads it: columns mapped, normalized, the system prompt applied."""
+        o = self.opts
+        conv = normalize_conversations(
+            raw, o.format, o.role_map, o.merge_consecutive, o.require_user_turn, self.columns
+        )
+        if isinstance(conv, Reject):
+            return conv
+        return maybe_add_system_prompt(conv, o.system_prompt, o.system_policy)
+
     def render_record(self, raw: RawRecord) -> Prepared:
-        opts = self.opts
-        conv = normalize_conversations(raw, opts.format, opts.role_map, opts.merge_consecutive, opts.require_user_turn)
+        conv = self.conversation(raw)
         if isinstance(conv, Reject):
             return Prepared(raw, reject=conv)
-        conv = maybe_add_system_prompt(conv, opts.system_prompt, opts.system_policy)
         return self._render(Prepared(raw, conv=conv))
 
     def _render(self, p: Prepared) -> Prepared:
@@ -234,7 +243,7 @@ class Preparer:
             reason = reasons[0] if reasons else "no_trainable_tokens"
             p.reject = Reject(p.raw.source_file, p.raw.line, reason, _explain(reason, p, self.opts), record=p.raw.data)
         else:
-            self.stats.dropped_examples.update(reasons)
+            self.stats.dropped_examples.update(r for r in reasons if r)
 
     def _fit(self, p: Prepared, e: Encoded) -> tuple[list[Encoded], str]:
         max_len = self.opts.max_length
@@ -254,7 +263,19 @@ class Preparer:
             kept = [x for x in kept if x.num_trainable]
             self.stats.truncated += len(kept)  # counted only for examples that are written
         kept = [x for x in kept if x.num_trainable]
-        return kept, "" if kept else "no_trainable_tokens"
+        if not kept:
+            return [], "no_trainable_tokens"
+        return self._filter(kept)
+
+    def _filter(self, kept: list[Encoded]) -> tuple[list[Encoded], str]:
+        """--min/--max-trainable-tokens: examples outside the range are dropped (the first reason is kept)."""
+        lo, hi = self.opts.min_trainable_tokens, self.opts.max_trainable_tokens
+        reason = ""
+        if lo is not None and any(x.num_trainable < lo for x in kept):
+            kept, reason = [x for x in kept if x.num_trainable >= lo], FILTER_REASONS[0]
+        if hi is not None and any(x.num_trainable > hi for x in kept):
+            kept, reason = [x for x in kept if x.num_trainable <= hi], reason or FILTER_REASONS[1]
+        return kept, reason
 
     def _verified_fixes(self, p: Prepared, e: Encoded, max_len: int) -> None:
         """The fixes for a too-long example that do give it trainable tokens: a larger --max-length, keeping
@@ -331,6 +352,10 @@ def _explain(reason: str, p: Prepared, opts: PrepareOptions) -> str:
     if reason == "too_long":
         what = "even its last exchange is" if opts.truncation == "history" else "it is"
         return f"{where}: {what} longer than --max-length {opts.max_length} tokens; fix: " + ", or ".join(p.fixes)
+    if reason in FILTER_REASONS:
+        lo, hi = opts.min_trainable_tokens, opts.max_trainable_tokens
+        bound = f"--min-trainable-tokens {lo}" if reason == FILTER_REASONS[0] else f"--max-trainable-tokens {hi}"
+        return f"{where}: filtered out: no example of it is within {bound} (trained tokens per example)"
     return (
         f"{where}: no trainable token left (mask {opts.mask!r}, message weights, truncation); "
         "an example without trainable tokens is never emitted"

@@ -29,6 +29,7 @@ from sftprep import __version__
 from sftprep.errors import ConfigError, StrictModeError
 from sftprep.outdir import make_staging, remove_staging, replace_dir
 from sftprep.preparation.manifest import build_manifest, write_manifest
+from sftprep.preparation.mixture import source_records
 from sftprep.preparation.options import PrepareOptions
 from sftprep.preparation.output import SCHEMA, RejectWriter, ShardWriter
 from sftprep.preparation.pipeline import BatchResult, Preparer, load_components
@@ -82,6 +83,11 @@ def prepare_ray(
     opts.validate()
     if opts.resume:
         raise ConfigError("--resume is not supported with --engine ray: re-run without it (the run starts over)")
+    if opts.mixes or opts.dedup or len(opts.sources) > 1:
+        raise ConfigError(
+            "--engine ray prepares the records of one source: sampling, an eval split, --dedup and several sources "
+            "need the local engine (drop --engine ray); input formats, --columns and --tags work with both"
+        )
     with locked_out_dir(opts):
         run = begin_run(opts)
         if isinstance(run, dict):
@@ -96,12 +102,14 @@ def _prepare_ray(
     tmp = make_staging(out, MARKERS)  # replaces a staging directory an interrupted run left
     try:
         with ray_session(ray_address, worker_count(opts.workers)):
-            prepared = _map(read_inputs(files, opts.batch_size), opts, _fingerprint(tok, template), whole_blocks=True)
-            stats, shards = _write_all(prepared, tmp, opts, files, on_batch)
+            named = [(f, n) for s in run.sources for f, n in zip(s.files, s.names)]
+            prepared = _map(read_inputs(files, opts.batch_size, named), opts, _fingerprint(tok, template), True)
+            stats, shards = _write_all(prepared, tmp, opts, [n for _, n in named], on_batch)
     except BaseException:
         remove_staging(tmp)
         raise
-    manifest = build_manifest(opts, tok, template, stats, shards, key, engine="ray")
+    records = source_records(stats, run.sources, None)
+    manifest = build_manifest(opts, tok, template, stats, shards, key, engine="ray", sources=records)
     write_manifest(tmp, manifest)
     replace_dir(tmp, out, MARKERS, WRITTEN)
     return manifest.to_dict()
@@ -126,11 +134,14 @@ def ray_session(address: str | None, num_cpus: int) -> Iterator[None]:
         ray.shutdown()
 
 
-def read_inputs(paths: Sequence[str | Path], batch_size: int = 1000) -> ray.data.Dataset:
+def read_inputs(
+    paths: Sequence[str | Path], batch_size: int = 1000, named: list[tuple[Path, str]] | None = None
+) -> ray.data.Dataset:
     """The files as RAW_SCHEMA rows in record order (batch keys as the local engine batches). Reads take no
-    CPU, so they run on a head started with --num-cpus=0 and are not fused with (and pin) the actors."""
-    files = iter_input_files(paths)
-    raw = ray.data.read_datasource(InputFiles(files, batch_size), num_cpus=0, concurrency=min(2, len(files)))
+    CPU, so they run on a head started with --num-cpus=0 and are not fused with (and pin) the actors.
+    `named`: the files and the source_file of their records (default: `paths` expanded, named by path)."""
+    named = named if named is not None else [(f, str(f)) for f in iter_input_files(paths)]
+    raw = ray.data.read_datasource(InputFiles(named, batch_size), num_cpus=0, concurrency=min(2, len(named)))
     raw.context.execution_options.preserve_order = True  # the context is shared by the datasets derived from it
     raw.context.enable_progress_bars = False
     raw.context.target_max_block_size = BLOCK_BYTES  # many small blocks: the unit of parallelism
@@ -138,11 +149,11 @@ def read_inputs(paths: Sequence[str | Path], batch_size: int = 1000) -> ray.data
 
 
 def _write_all(
-    prepared: Any, tmp: Path, opts: PrepareOptions, files: list[Path], on_batch: Any
+    prepared: Any, tmp: Path, opts: PrepareOptions, names: list[str], on_batch: Any
 ) -> tuple[Stats, list[str]]:
     sink = _Sink(ShardWriter(tmp, opts.shard_size), RejectWriter(tmp / "rejects.jsonl"), opts.strict, on_batch)
-    for f in files:  # every input is in the per-file counts, even an empty one (as run.prepare does)
-        sink.stats.touch(str(f))
+    for name in names:  # every input is in the per-file counts, even an empty one (as run.prepare does)
+        sink.stats.touch(name)
     try:
         for table in prepared.iter_batches(batch_format="pyarrow", batch_size=None):
             sink.take(table)
@@ -202,26 +213,26 @@ class InputFiles(Datasource):
     """The input files: one read task per file, on the driver's node (where the files are), yielding a
     RAW_SCHEMA block per `batch_size` records (the local engine's batches); see `raw_rows`."""
 
-    def __init__(self, files: list[Path], batch_size: int) -> None:
+    def __init__(self, files: list[tuple[Path, str]], batch_size: int) -> None:
         super().__init__()
-        self.files, self.batch_size = files, batch_size
+        self.files, self.batch_size = files, batch_size  # (path, the source_file of its records)
 
     @property
     def supports_distributed_reads(self) -> bool:
         return False
 
     def estimate_inmemory_data_size(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
+        return sum(f.stat().st_size for f, _ in self.files)
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list:
         return [
             ReadTask(
-                partial(read_blocks, str(f.resolve()), str(f), i, self.batch_size),
+                partial(read_blocks, str(f.resolve()), name, i, self.batch_size),
                 BlockMetadata(num_rows=None, size_bytes=f.stat().st_size, exec_stats=None, input_files=[str(f)]),
                 schema=RAW_SCHEMA,
                 per_task_row_limit=per_task_row_limit,
             )
-            for i, f in enumerate(self.files)
+            for i, (f, name) in enumerate(self.files)
         ]
 
 
@@ -232,7 +243,7 @@ def read_blocks(path: str, source: str, file_index: int, batch_size: int) -> Ite
     size = 0
     for row in raw_rows(Path(path), source):
         rows.append(row)
-        size += len(row[2]) if row[2] is not None else 0  # as run.batched counts RawRecord.size
+        size += len(row[2]) if row[2] is not None else row[3].size if row[3] is not None else 0  # as run.batched
         if len(rows) == batch_size or size >= BATCH_BYTES:
             yield _raw_table(source, batch, rows)
             rows, batch, size = [], batch + 1, 0

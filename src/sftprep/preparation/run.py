@@ -1,6 +1,10 @@
 """A whole `prepare` run: inputs checked up front, batches through the pipeline (in worker processes
 with --workers), shards and rejects written in record order into a staging directory beside OUT_DIR,
 manifest last, then one rename. Same inputs and options give the same bytes whatever the worker count.
+
+A run reads its sources one after the other (sourcing.py: each with its own options; plain input paths are
+one source). With sampling or an eval split, every example is first written to `parts/` in the staging
+directory and mixture.py then writes OUT_DIR's shards and OUT_DIR/eval from it.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,31 +39,37 @@ from sftprep.outdir import (
     staging_dir,
 )
 from sftprep.preparation.manifest import build_manifest, write_manifest
+from sftprep.preparation.mixture import (
+    EVAL_DIR,
+    MixResult,
+    eval_manifest,
+    eval_record,
+    mix,
+    remove_outputs,
+    source_records,
+)
 from sftprep.preparation.options import PrepareOptions
 from sftprep.preparation.output import RejectWriter, ShardWriter
 from sftprep.preparation.pipeline import BatchResult, PendingBatch, Preparer, load_components
+from sftprep.preparation.sourcing import (
+    BATCH_BYTES,
+    Deduper,
+    RunSource,
+    all_files,
+    batched,
+    check_shapes,
+    input_sha256,
+    run_sources,
+)
 from sftprep.preparation.stats import Stats
-from sftprep.read.records import iter_input_files, read_records
+from sftprep.read.records import read_records
 from sftprep.templates.base import ChatTemplate, template_sha256
 from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import RawRecord
 
-BATCH_BYTES = 1 << 20  # a batch also ends after this much input: long conversations still spread over workers
-
-
-def batched(it: Iterable[RawRecord], n: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[RawRecord]]:
-    """Batches of `n` records, or fewer where they reach `max_bytes` of input (a function of the input only,
-    so --resume finds the same batches)."""
-    chunk: list[RawRecord] = []
-    size = 0
-    for record in it:
-        chunk.append(record)
-        size += record.size
-        if len(chunk) >= n or size >= max_bytes:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
+__all__ = ["BATCH_BYTES", "batched", "prepare"]
+PARTS = "parts"  # in the staging directory: every prepared example, before sampling and the eval split
+Batch = tuple[int, list[RawRecord]]  # (source index, records)
 
 
 def worker_count(requested: int) -> int:
@@ -66,9 +77,9 @@ def worker_count(requested: int) -> int:
     return max(1, os.cpu_count() or 1) if requested <= 0 else requested
 
 
-def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) -> str:
-    """What the output depends on: input contents (and paths, recorded in it), options, tokenizer,
-    template and sftprep version. Same key, same bytes."""
+def run_key(opts: PrepareOptions, files: list[tuple[Path, str]], tok: Any, template: Any) -> str:
+    """What the output depends on: input contents (and names, recorded in it), options (sources, column
+    maps, sampling, seed included), tokenizer, template and sftprep version. Same key, same bytes."""
     h = hashlib.sha256()
     parts = {
         "version": __version__,
@@ -79,7 +90,7 @@ def run_key(opts: PrepareOptions, files: list[Path], tok: Any, template: Any) ->
         "loader": tok.loader,
         "chat_template": tok.chat_template,
         "template": template_sha256(template),
-        "inputs": [[str(f), _file_sha256(f)] for f in files],
+        "inputs": [[name, input_sha256(f)] for f, name in files],
     }
     h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -95,18 +106,10 @@ def code_sha256() -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 PROGRESS = "progress.json"
 MARKERS = ("manifest.json",)  # a directory holding it was written by `sftprep prepare`
 # Every name `prepare` writes in OUT_DIR: --overwrite refuses a directory holding anything else.
-WRITTEN = ("manifest.json", "rejects.jsonl", "data-*.parquet", PROGRESS, STAGING_MARKER)
+WRITTEN = ("manifest.json", "rejects.jsonl", "data-*.parquet", EVAL_DIR, PROGRESS, PARTS, STAGING_MARKER)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class RunStart:
     """What a run (either engine) starts from: its inputs, components, key, OUT_DIR and staging directory."""
 
     files: list[Path]
+    sources: list[RunSource]
     tok: BPETokenizer
     template: ChatTemplate
     key: str
@@ -126,7 +130,7 @@ def locked_out_dir(opts: PrepareOptions) -> Iterator[None]:
     """Options checked, then OUT_DIR locked for this process from the up-to-date check to the final rename."""
     opts.validate()
     out = normalized(opts.out_dir)
-    iter_input_files(opts.inputs)  # a bad input path is reported before anything is created
+    run_sources(opts)  # a bad input path is reported before anything is created
     check_replaceable(out, MARKERS)
     with out_dir_lock(out, "prepare"):
         yield
@@ -139,9 +143,10 @@ def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
     opts.validate()
     out = normalized(opts.out_dir)
     check_replaceable(out, MARKERS)  # refuse a user's directory before any work
-    files = iter_input_files(opts.inputs)
+    sources = run_sources(opts)
+    check_shapes(sources)
     tok, template = load_components(opts)
-    key = run_key(opts, files, tok, template)
+    key = run_key(opts, all_files(sources), tok, template)
     existing = _existing_manifest(out)
     if existing is not None and existing.get("cache_key") == key and _complete(out, existing):
         return {**existing, "up_to_date": True}
@@ -154,7 +159,8 @@ def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
             why = "an earlier sftprep run with other inputs, options or sftprep code"
         raise ConfigError(f"{out} holds the output of {why}; pass --overwrite to replace it, or choose another -o")
     check_replaceable(out, MARKERS, WRITTEN)  # nothing of the user's in it
-    return RunStart(files, tok, template, key, out, staging_dir(out))
+    files = [f for s in sources for f in s.files]
+    return RunStart(files, sources, tok, template, key, out, staging_dir(out))
 
 
 def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -169,27 +175,37 @@ def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = 
 
 
 def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int], None] | None) -> dict[str, Any]:
-    files, tok, template, key, out = run.files, run.tok, run.template, run.key, run.out
+    tok, template, key, out = run.tok, run.template, run.key, run.out
     progress = _load_progress(run.tmp, key) if opts.resume else None
     tmp = make_staging(out, (*MARKERS, PROGRESS), keep=progress is not None)
+    parts = tmp / PARTS if opts.mixes else tmp
+    parts.mkdir(exist_ok=True)
     stats = Stats.from_dict(progress["stats"]) if progress else Stats()
-    for f in files:  # every input is in the per-file counts, even an empty one
-        stats.touch(str(f))
-    shards = ShardWriter(tmp, opts.shard_size, shards=progress["shards"] if progress else None)
-    _remove_unlisted_shards(tmp, shards.shards)
+    for _, name in all_files(run.sources):  # every input is in the per-file counts, even an empty one
+        stats.touch(name)
+    shards = ShardWriter(parts, opts.shard_size, shards=progress["shards"] if progress else None)
+    _remove_unlisted_shards(parts, shards.shards)
     rejects = RejectWriter(tmp / "rejects.jsonl", keep_bytes=progress["rejects_bytes"] if progress else 0)
-    done = progress["batches"] if progress else 0
+    done = n = progress["batches"] if progress else 0
+    mixed: MixResult | None = None
     try:
-        batches = (b for path in files for b in batched(read_records(path), opts.batch_size))
-        results = _results(opts, Preparer(opts, tok, template), islice(batches, done, None))
-        for n, result in enumerate(_collecting_less(results), done + 1):
-            _write(result, shards, rejects, opts.strict)
-            stats.merge(result.stats)
-            if on_batch is not None:
-                on_batch(sum(f.records_read for f in result.stats.files.values()), result.stats.tokens)
-            if shards.end_batch():
-                _save_progress(tmp, key, n, shards.shards, rejects.tell(), stats)
-        shards.flush()
+        if not (progress and progress.get("prepared")):
+            preparers = [Preparer(s.opts, tok, template) for s in run.sources]
+            results = _results(opts, preparers, islice(_batches(run.sources, preparers, opts), done, None))
+            for n, result in enumerate(_collecting_less(results), done + 1):
+                _write(result, shards, rejects, opts.strict)
+                stats.merge(result.stats)
+                if on_batch is not None:
+                    on_batch(sum(f.records_read for f in result.stats.files.values()), result.stats.tokens)
+                if shards.end_batch():
+                    _save_progress(tmp, key, n, shards.shards, rejects.tell(), stats)
+            shards.flush()
+            if opts.mixes:  # a resume after this point only redoes the mixing
+                _save_progress(tmp, key, n, shards.shards, rejects.tell(), stats, prepared=True)
+        if opts.mixes:
+            remove_outputs(tmp)
+            mixed = mix(parts, shards.shards, tmp, run.sources, opts.seed, opts.eval_fraction, opts.eval_sources,
+                        opts.mixture_examples, opts.shard_size)  # fmt: skip
     except KeyboardInterrupt:
         rejects.close()
         raise  # keep the staging directory: `--resume` continues from the last closed shard
@@ -198,15 +214,35 @@ def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int],
         remove_staging(tmp)
         raise
     rejects.close()
-    manifest = build_manifest(opts, tok, template, stats, shards.shards, key)
+    records, split = source_records(stats, run.sources, mixed), eval_record(mixed)
+    manifest = build_manifest(opts, tok, template, stats, shards.shards, key, None, records, split, mixed is not None)
+    if mixed is not None and (tmp / EVAL_DIR).is_dir():
+        write_manifest(tmp / EVAL_DIR, eval_manifest(manifest, mixed))
     write_manifest(tmp, manifest)
+    if opts.mixes:
+        shutil.rmtree(parts)
     (tmp / PROGRESS).unlink(missing_ok=True)
     replace_dir(tmp, out, MARKERS, WRITTEN)
     return manifest.to_dict()
 
 
+def _batches(sources: list[RunSource], preparers: list[Preparer], opts: PrepareOptions) -> Iterator[Batch]:
+    """Every source's records in batches, tagged with the source (--dedup marks duplicates first, here in the
+    main process, so that a resumed run skips the same batches with the same records seen)."""
+    dedup = Deduper() if opts.dedup else None
+    for i, (src, preparer) in enumerate(zip(sources, preparers)):
+        for f, name in zip(src.files, src.names):
+            records = read_records(f, name)
+            if dedup is not None:
+                records = dedup.mark(records, preparer.conversation)
+            for batch in batched(records, opts.batch_size):
+                yield i, batch
+
+
 def _complete(out: Path, manifest: dict[str, Any]) -> bool:
-    return all((out / name).is_file() for name in manifest.get("shards", []))
+    ok = all((out / name).is_file() for name in manifest.get("shards", []))
+    split = manifest.get("eval") or {}
+    return ok and all((out / EVAL_DIR / name).is_file() for name in split.get("shards", []))
 
 
 def _existing_manifest(out: Path) -> dict[str, Any] | None:
@@ -224,9 +260,13 @@ def _load_progress(tmp: Path, key: str) -> dict[str, Any] | None:
     return progress if progress.get("key") == key else None
 
 
-def _save_progress(tmp: Path, key: str, batches: int, shards: list[str], rejects_bytes: int, stats: Stats) -> None:
-    """Atomically record a resumable point: `batches` batches are fully in `shards` and rejects."""
+def _save_progress(
+    tmp: Path, key: str, batches: int, shards: list[str], rejects_bytes: int, stats: Stats, prepared: bool = False
+) -> None:
+    """Atomically record a resumable point: `batches` batches are fully in `shards` and rejects (`prepared`:
+    all of them; what is left is the mixing)."""
     data = {"key": key, "batches": batches, "shards": shards, "rejects_bytes": rejects_bytes, "stats": stats.to_dict()}
+    data["prepared"] = prepared
     part = tmp / (PROGRESS + ".part")
     part.write_text(json.dumps(data), encoding="utf-8")
     os.replace(part, tmp / PROGRESS)
@@ -248,16 +288,16 @@ def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, stri
         shards.add(ids, labels, source, line, turn, tv)
 
 
-def _results(opts: PrepareOptions, preparer: Preparer, batches: Iterator[list[RawRecord]]) -> Iterator[BatchResult]:
+def _results(opts: PrepareOptions, preparers: list[Preparer], batches: Iterator[Batch]) -> Iterator[BatchResult]:
     n = worker_count(opts.workers)
     if n == 1:
-        yield from _overlapped(preparer, batches)
+        yield from _overlapped(preparers, batches)
         return
     ctx = mp.get_context("fork")
-    with ctx.Pool(n, initializer=_init_worker, initargs=(preparer,)) as pool:
+    with ctx.Pool(n, initializer=_init_worker, initargs=(preparers,)) as pool:
         pending: deque[Any] = deque()
-        for batch in batches:  # a bounded window of batches in flight keeps memory flat
-            pending.append(pool.apply_async(_run_in_worker, (batch,)))
+        for source, batch in batches:  # a bounded window of batches in flight keeps memory flat
+            pending.append(pool.apply_async(_run_in_worker, (source, batch)))
             if len(pending) >= 2 * n:
                 yield pending.popleft().get()
         while pending:
@@ -278,30 +318,30 @@ def _collecting_less(results: Iterator[BatchResult]) -> Iterator[BatchResult]:
         gc.unfreeze()
 
 
-def _overlapped(preparer: Preparer, batches: Iterator[list[RawRecord]]) -> Iterator[BatchResult]:
+def _overlapped(preparers: list[Preparer], batches: Iterator[Batch]) -> Iterator[BatchResult]:
     """One process: batch k is encoded in a thread (the Rust call releases the GIL) while batch k+1 is
     read and rendered and batch k-1 is written; results come out in order."""
     with ThreadPoolExecutor(1, thread_name_prefix="sftprep-encode") as pool:
-        previous: tuple[PendingBatch, Future[Encodings]] | None = None
-        for batch in batches:
+        previous: tuple[Preparer, PendingBatch, Future[Encodings]] | None = None
+        for source, batch in batches:
+            preparer = preparers[source]
             pending = preparer.start(batch)
             encoding = pool.submit(preparer.encode, pending)
             if previous is not None:
-                yield preparer.complete(previous[0], previous[1].result())
-            previous = (pending, encoding)
+                yield previous[0].complete(previous[1], previous[2].result())
+            previous = (preparer, pending, encoding)
         if previous is not None:
-            yield preparer.complete(previous[0], previous[1].result())
+            yield previous[0].complete(previous[1], previous[2].result())
 
 
-_WORKER: Preparer | None = None
+_WORKERS: list[Preparer] = []
 
 
-def _init_worker(preparer: Preparer) -> None:
-    global _WORKER
+def _init_worker(preparers: list[Preparer]) -> None:
+    global _WORKERS
     os.environ["RAYON_NUM_THREADS"] = "1"  # one Rust thread per worker process: no oversubscription
-    _WORKER = preparer
+    _WORKERS = preparers
 
 
-def _run_in_worker(batch: list[RawRecord]) -> BatchResult:
-    assert _WORKER is not None
-    return _WORKER.run_batch(batch)
+def _run_in_worker(source: int, batch: list[RawRecord]) -> BatchResult:
+    return _WORKERS[source].run_batch(batch)

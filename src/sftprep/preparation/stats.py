@@ -12,6 +12,9 @@ from sftprep.types import Conversation, RenderedConversation
 if TYPE_CHECKING:
     from sftprep.labels.build_loss_labels import Encoded
 
+# Reasons an example is dropped by the trainable-token filters (--min/--max-trainable-tokens).
+FILTER_REASONS = ("too_few_trainable_tokens", "too_many_trainable_tokens")
+
 
 @dataclass
 class FileCounts:
@@ -19,6 +22,10 @@ class FileCounts:
     records_with_examples: int = 0
     records_rejected: int = 0
     examples: int = 0
+    tokens: int = 0
+    trainable_tokens: int = 0
+    duplicates: int = 0  # of records_rejected: the same conversation as an earlier record (--dedup)
+    filtered: int = 0  # of records_rejected: no example within --min/--max-trainable-tokens
 
     @property
     def reconciled(self) -> bool:
@@ -67,7 +74,7 @@ class Stats:
     def from_dict(cls, d: dict[str, Any]) -> Stats:
         counters = [f.name for f in fields(cls) if f.name != "files" and f.type in ("Counter[str]",)]
         stats = cls(**{k: v for k, v in d.items() if k not in ("files", *counters)})
-        stats.files = {name: FileCounts(**f) for name, f in d["files"].items()}
+        stats.files = {name: FileCounts(**f) for name, f in d["files"].items()}  # (older progress: no tokens)
         for name in counters:
             setattr(stats, name, Counter(d.get(name, {})))
         return stats
@@ -85,7 +92,10 @@ class Stats:
         self.turns_rejected_by_reason[reason] += 1
 
     def rejected(self, name: str, reason: str) -> None:
-        self._file(name).records_rejected += 1
+        f = self._file(name)
+        f.records_rejected += 1
+        f.duplicates += reason == "duplicate"
+        f.filtered += reason in FILTER_REASONS
         self.rejected_by_reason[reason] += 1
 
     def count_record(self, source: str, conv: Conversation | None, units: list[RenderedConversation]) -> None:
@@ -99,7 +109,10 @@ class Stats:
             self.turns.update(u.counts)
 
     def example(self, name: str, e: Encoded) -> None:
-        self._file(name).examples += 1
+        f = self._file(name)
+        f.examples += 1
+        f.tokens += len(e.input_ids)
+        f.trainable_tokens += e.num_trainable
         self.tokens += len(e.input_ids)
         self.trainable_tokens += e.num_trainable
 

@@ -1,5 +1,8 @@
 """Formats sftprep recognises in an input file but does not read (see `sniff.sniff_format`), and for each a
-shell command that converts it into something it reads. tests/test_hints.py runs every command."""
+shell command that converts it into something it reads. tests/end_to_end/test_hints.py runs every command.
+
+Read directly: JSON, JSONL, CSV, TSV (each also gzip/zstd/bzip2/xz-compressed), Parquet and Arrow IPC. Left:
+zip archives, UTF-16 text, and a Parquet or Arrow file inside a compressed stream (they need random access)."""
 
 from __future__ import annotations
 
@@ -9,39 +12,28 @@ import shutil
 import sys
 from pathlib import Path
 
-# kind -> (what the file is, a shell command that converts it: {py} the
-# Python running sftprep, {src} the input, {dst} the result). tests/test_hints.py runs every command.
-_ROWS = "[print(json.dumps(r, default=str)) for r in {rows}]"
-_CONVERT = '{py} -c "import json, sys, {mod} as m; ' + _ROWS + '" {src} > {dst}'
+# kind -> (what the file is, a shell command that converts it: {py} the Python running sftprep, {src} the
+# input, {dst} the result).
 _DECOMPRESS = (
     '{py} -c "import sys, shutil, {mod} as m; shutil.copyfileobj(m.open(sys.argv[1]), sys.stdout.buffer)" {src} > {dst}'
 )
+_ZSTD = (
+    "{py} -c \"import sys, shutil, pyarrow as pa; shutil.copyfileobj(pa.input_stream(sys.argv[1], compression='zstd'),"
+    ' sys.stdout.buffer)" {src} > {dst}'
+)
 _UTF16 = "{py} -c \"import sys; sys.stdout.write(open(sys.argv[1], encoding='utf-16').read())\" {src} > {dst}"
 
-
-def _convert(mod: str, rows: str) -> str:
-    return _CONVERT.replace("{mod}", mod).replace("{rows}", rows)
-
-
 UNREADABLE: dict[str, tuple[str, str]] = {
-    "parquet": ("an Apache Parquet file", _convert("pyarrow.parquet", "m.read_table(sys.argv[1]).to_pylist()")),
-    "arrow": ("an Apache Arrow IPC file", _convert("pyarrow", "m.ipc.open_file(sys.argv[1]).read_all().to_pylist()")),
-    "arrow-stream": (
-        "an Apache Arrow IPC stream (e.g. a Hugging Face datasets cache file)",
-        _convert("pyarrow", "m.ipc.open_stream(sys.argv[1]).read_all().to_pylist()"),
-    ),
-    "csv": ("a CSV file (a header row, then rows)", _convert("csv", "m.DictReader(open(sys.argv[1], newline=''))")),
-    "tsv": (
-        "a TSV file (a header row, then tab-separated rows)",
-        _convert("csv", "m.DictReader(open(sys.argv[1], newline=''), dialect='excel-tab')"),
-    ),
-    "bz2": ("bzip2-compressed", _DECOMPRESS.replace("{mod}", "bz2")),
-    "xz": ("xz-compressed", _DECOMPRESS.replace("{mod}", "lzma")),
-    "zstd": ("zstd-compressed", "zstd -d {src} -o {dst}"),
     "zip": ("a zip archive", "{py} -m zipfile -e {src} {dst}"),
     "utf-16": ("UTF-16 text (sftprep reads UTF-8)", _UTF16),
 }
-_COMPRESSED = {"bz2": ".bz2", "xz": ".xz", "zstd": ".zst", "gzip": ".gz"}
+_DECOMPRESSORS = {
+    "gzip": _DECOMPRESS.replace("{mod}", "gzip"),
+    "bz2": _DECOMPRESS.replace("{mod}", "bz2"),
+    "xz": _DECOMPRESS.replace("{mod}", "lzma"),
+    "zstd": _ZSTD,
+}
+_SUFFIX = {"bz2": ".bz2", "xz": ".xz", "zstd": ".zst", "gzip": ".gz"}
 
 
 def _python() -> str:
@@ -51,8 +43,8 @@ def _python() -> str:
 
 def _result_name(src: str, kind: str) -> str:
     """Where a conversion of `src` writes: a path that does not exist (never `src` or another file)."""
-    if kind in _COMPRESSED:
-        dst = src.removesuffix(_COMPRESSED[kind])
+    if kind in _SUFFIX:
+        dst = src.removesuffix(_SUFFIX[kind])
     elif kind == "zip":
         dst = src.removesuffix(".zip") + "_files"
     else:
@@ -66,8 +58,8 @@ def _result_name(src: str, kind: str) -> str:
 
 
 def conversion_command(kind: str, src: str) -> tuple[str, str]:
-    """The shell command that turns `src` (of an UNREADABLE `kind`, or "gzip") into something sftprep reads,
-    and the path it writes."""
+    """The shell command that turns `src` (of an UNREADABLE `kind`, or a compression: gzip, zstd, bz2, xz)
+    into something sftprep reads, and the path it writes."""
     dst = _result_name(src, kind)
-    template = _DECOMPRESS.replace("{mod}", "gzip") if kind == "gzip" else UNREADABLE[kind][1]
+    template = _DECOMPRESSORS[kind] if kind in _DECOMPRESSORS else UNREADABLE[kind][1]
     return template.format(py=_python(), src=shlex.quote(src), dst=shlex.quote(dst)), dst

@@ -1,8 +1,9 @@
 """RawRecord -> canonical Conversation, or a Reject that says why (never raises on bad data).
 
-The format is detected per record from its keys (never from the first row of a file):
-messages/conversations with from/value -> "sharegpt", with role/content -> "messages",
-instruction -> "alpaca", prompt + completion -> "prompt-completion".
+The format is detected per record from its keys (never from the first row of a file), after the column map
+(read/columns.py: --columns, --tags) renamed them: messages/conversations with from/value -> "sharegpt", with
+role/content -> "messages", instruction -> "alpaca", prompt + completion -> "prompt-completion". A record of
+no known shape is rejected with its keys and, where one works on it, the --columns mapping that reads it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sftprep.read.columns import ColumnMap, decode_json_lists, mapping_flags, suggest_columns
 from sftprep.read.formats import (
     Invalid,
     Parsed,
@@ -29,6 +31,8 @@ REASONS: tuple[str, ...] = (
     "not_object",
     "bad_encoding",
     "read_error",
+    "invalid_row",
+    "duplicate",
     # record shape
     "unknown_format",
     "format_mismatch",
@@ -66,6 +70,8 @@ _READER_FIXES: dict[str, str] = {
     "bad_encoding": "convert the file to UTF-8 from the encoding it was written in (the command above where "
     "its bytes read as one), or repair the line",
     "read_error": "check that the file is complete (e.g. the gzip stream is intact)",
+    "invalid_row": "give the row as many fields as the header (quote fields that hold the separator)",
+    "duplicate": "nothing to do: the first occurrence is kept (--dedup); drop --dedup to keep every copy",
 }
 
 _PARSERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, str] | None], Parsed]] = {
@@ -82,22 +88,27 @@ def normalize_conversations(
     role_map: Mapping[str, str] | None = None,
     merge_consecutive: bool = False,
     require_user_turn: bool = False,
+    columns: ColumnMap | None = None,
 ) -> Conversation | Reject:
     """Turn one RawRecord into a Conversation, or a Reject with a stable `reason` and a readable message.
     A conversation without a user message ([system, assistant]: valid in OpenAI's format) is kept unless
-    `require_user_turn`.
+    `require_user_turn`. `columns` renames the record's fields first (field paths in messages name the data's).
 
-    `fmt` is validated at the edge (PrepareOptions); this never raises.
+    `fmt` and `columns` are validated at the edge (PrepareOptions); this never raises.
     """
     where = f"{raw.source_file}:{raw.line}"
     if raw.error is not None:
         kind = raw.error_kind or "read_error"
         message = f"{where}: {raw.error}; fix: {_READER_FIXES[kind]}"
         return Reject(raw.source_file, raw.line, kind, message, raw.data, raw.raw_text)
+    cmap = columns or ColumnMap()
     try:
-        return _normalize(raw, fmt, role_map, merge_consecutive, require_user_turn)
+        return _normalize(raw, fmt, role_map, merge_consecutive, require_user_turn, cmap)
     except Invalid as exc:
-        message = f"{where}: {exc.path}: {exc.detail}"
+        detail = exc.detail
+        if exc.reason == "unknown_format" and isinstance(raw.data, dict):
+            detail = detail.replace(_UNKNOWN_FIX, _mapping_fix(raw, fmt, role_map, merge_consecutive, cmap))
+        message = f"{where}: {cmap.source_of(exc.path)}: {detail}"
         return Reject(raw.source_file, raw.line, exc.reason, message, raw.data, raw.raw_text)
     except Exception as exc:  # never crash on data: report it
         message = (
@@ -161,12 +172,46 @@ def _keys(data: Mapping[str, Any]) -> str:
     return f"[{shown}{', ...' if len(keys) > 20 else ''}]"
 
 
+_UNKNOWN_FIX = "convert the records to one of these shapes, or pass --format to force one"
+_FIELDS = "messages, system, tools, instruction, input, output, history, prompt, completion"
+
+
+def _mapping_fix(raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, merge: bool, cmap: ColumnMap) -> str:
+    """The --columns/--tags mapping that reads this record (checked on it), else how to write one."""
+    data = cmap.apply(raw.data)
+    for candidate in suggest_columns(data):
+        trial = ColumnMap.build(candidate["columns"], candidate["tags"])
+        try:
+            _normalize(raw, fmt, role_map, merge, False, ColumnMap({**cmap.columns, **trial.columns}, trial.tags))
+        except Invalid:
+            continue
+        except Exception:  # a candidate that breaks is no fix
+            continue
+        flags = mapping_flags(candidate)
+        extra = ""
+        if "instruction" in candidate["columns"]:
+            q, a = candidate["columns"]["instruction"], candidate["columns"]["output"]
+            extra = f" (or --columns prompt={q},completion={a}: the two texts concatenated verbatim, no template)"
+        return f"pass {flags} (checked on this record; in a data config: the source's columns/tags){extra}"
+    return (
+        f"map the record's fields with --columns FIELD=COLUMN ({_FIELDS}) and the keys of its messages with "
+        "--tags role_tag=KEY,content_tag=KEY,user_tag=VALUE,assistant_tag=VALUE, pass --format to force a shape, "
+        "or convert the records"
+    )
+
+
 def _normalize(
-    raw: RawRecord, fmt: str, role_map: Mapping[str, str] | None, merge_consecutive: bool, require_user_turn: bool
+    raw: RawRecord,
+    fmt: str,
+    role_map: Mapping[str, str] | None,
+    merge_consecutive: bool,
+    require_user_turn: bool,
+    cmap: ColumnMap,
 ) -> Conversation:
     data = raw.data
     if not isinstance(data, dict):
         raise invalid("not_object", "record", "a JSON object", type(data).__name__, _READER_FIXES["not_object"])
+    data = cmap.apply(data) if cmap else decode_json_lists(data)
     if fmt == "auto":
         detected = detect_format(data)
         if detected is None:
@@ -175,7 +220,7 @@ def _normalize(
                 "record",
                 f"one of these shapes: {_ACCEPTED}",
                 f"an object with keys {_keys(data)}",
-                "convert the records to one of these shapes, or pass --format to force one",
+                _UNKNOWN_FIX,
             )
     else:
         detected = _forced_format(data, fmt)

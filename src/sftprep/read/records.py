@@ -1,29 +1,38 @@
-"""Reading input files into `RawRecord`s.
+"""Reading input files into `RawRecord`s: the one walk every engine uses (`iter_raw_lines`).
 
-Accepted files: JSONL (one object per line), a JSON array of objects, a single pretty-printed JSON
-object, and any of these gzipped (detected by the gzip magic bytes, not only the `.gz` suffix).
-A line or element that cannot be used becomes a `RawRecord` with `error` set and the read goes on.
+Read: JSONL (one object per line), a JSON array of objects, a single pretty-printed JSON object (each also
+gzip/zstd/bzip2/xz-compressed, detected by the magic bytes, not the suffix), CSV/TSV (read/delimited.py),
+Parquet, Arrow IPC and `datasets.save_to_disk` directories (read/columnar.py). A line or element that cannot
+be used becomes a `RawRecord` with `error` set and the read goes on. `line` is the 1-based JSONL line, JSON
+array index, or row number (CSV, Parquet, Arrow).
 
 `RawRecord.error_kind` (one of `ERROR_KINDS`) is the stable reject reason the normalize stage gives it.
+Input paths (directories, globs, formats refused up front) are expanded by read/inputs.py.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import gzip
 import json
+import lzma
 import shlex
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
 
-from sftprep.errors import InputError
-from sftprep.read.format_hints import UNREADABLE, conversion_command
+from sftprep.read.columnar import arrow_batches, dataset_dir_batches, iter_rows, parquet_batches
+from sftprep.read.containers import open_binary
+from sftprep.read.delimited import ERR_ROW, iter_delimited
+from sftprep.read.inputs import check_input_path, iter_input_files
 from sftprep.read.sniff import sniff_format
 from sftprep.types import RawRecord
+
+__all__ = ["ERROR_KINDS", "RawLine", "check_input_path", "iter_input_files", "iter_raw_lines", "read_records"]
 
 ERR_INVALID_JSON = "invalid_json"
 ERR_TRUNCATED = "truncated_line"
@@ -31,6 +40,7 @@ ERR_NAN = "nan_literal"
 ERR_NOT_OBJECT = "not_object"
 ERR_ENCODING = "bad_encoding"
 ERR_READ = "read_error"
+ERR_DUPLICATE = "duplicate"  # set by the dedup step (preparation), not by a reader
 ERROR_KINDS: tuple[str, ...] = (
     ERR_INVALID_JSON,
     ERR_TRUNCATED,
@@ -38,14 +48,15 @@ ERROR_KINDS: tuple[str, ...] = (
     ERR_NOT_OBJECT,
     ERR_ENCODING,
     ERR_READ,
+    ERR_ROW,
+    ERR_DUPLICATE,
 )
 
 MAX_RAW_TEXT = 2000
 _BOM = b"\xef\xbb\xbf"
-_GZIP_MAGIC = b"\x1f\x8b"
 _WHITESPACE = b" \t\r\n"
-_EXPECTED = "a JSONL file (one JSON object per line) or a JSON array of objects, optionally gzipped"
 _NAN_MESSAGE = "NaN/Infinity is not valid JSON"
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, csv.Error, pa.ArrowException, ValueError)
 
 
 class _NanError(ValueError):
@@ -59,104 +70,24 @@ class _NanMarker:
 _NAN = _NanMarker()
 
 
-# ---------------------------------------------------------------------------- paths
-
-
-def _path_problem(path: str | Path) -> str | None:
-    given = str(path)
-    p = Path(path)
-    if not p.exists():
-        return f"input {given!r} does not exist; expected {_EXPECTED}; fix: check the path and spelling"
-    if p.is_dir():
-        return (
-            f"input {given!r} is a directory; expected {_EXPECTED}; "
-            f"fix: pass the files inside it, e.g. {given.rstrip('/')}/*.jsonl"
-        )
-    try:
-        with p.open("rb"):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or exc
-        return f"input {given!r} cannot be read ({reason}); expected {_EXPECTED}; fix: check its permissions"
-    return format_problem(p, given)
-
-
-def check_input_path(path: str | Path) -> Path:
-    """Return `path` as a Path, or raise InputError saying what is wrong with it."""
-    problem = _path_problem(path)
-    if problem:
-        raise InputError(problem)
-    return Path(path)
-
-
-def iter_input_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Validate every input path up front; raise one InputError listing every bad one."""
-    given = list(paths)
-    if not given:
-        raise InputError(f"no input files given; expected one or more paths to {_EXPECTED}")
-    problems = [msg for msg in map(_path_problem, given) if msg]
-    if problems:
-        raise InputError("\n".join(problems))
-    return [Path(p) for p in given]
-
-
-# ---------------------------------------------------------------------------- formats
-
-# Formats sftprep reads (`sniff_format` names): a JSON array / document, JSON Lines, an empty file, and text
-# that is none of the formats below (read as JSON Lines: each bad line becomes a reject).
-READABLE = ("json", "jsonl", "empty", "text")
-
-
-def format_problem(path: Path, given: str) -> str | None:
-    """Why `path` cannot be read as a record file (a format sftprep recognises but does not read), or None."""
-    try:
-        kind = sniff_format(path)
-        with open(path, "rb") as f:
-            gzipped = f.read(2) == _GZIP_MAGIC
-    except OSError as exc:
-        return f"input {given!r} cannot be read ({exc.strerror or exc}); expected {_EXPECTED}"
-    if kind in READABLE:
-        return None
-    what = UNREADABLE[kind][0] + (", gzipped" if gzipped else "")
-    steps = []
-    src = given
-    if gzipped:
-        command, src = conversion_command("gzip", given)
-        steps.append(command)
-    command, dst = conversion_command(kind, src)
-    steps.append(command)
-    then = "pass the files inside it" if kind == "zip" else f"pass {dst}"
-    return (
-        f"input {given!r} is {what}, which sftprep does not read; expected {_EXPECTED}; "
-        f"fix: {' && '.join(steps)}, then {then}"
-    )
-
-
 # ---------------------------------------------------------------------------- reading
 
 
-def read_records(path: str | Path) -> Iterator[RawRecord]:
-    """Yield one RawRecord per JSONL line / array element. Raises InputError for a bad path (eagerly)."""
+def read_records(path: str | Path, source: str | None = None) -> Iterator[RawRecord]:
+    """Yield one RawRecord per JSONL line / array element / row. Raises InputError for a bad path (eagerly).
+    `source`: the name records carry (default: the path as given)."""
     p = check_input_path(path)
-    return _iter_records(p, str(path))
+    return _iter_records(p, str(path) if source is None else source)
 
 
-def _open_binary(path: Path) -> IO[bytes]:
-    with path.open("rb") as f:
-        magic = f.read(2)
-    if magic == _GZIP_MAGIC:
-        return gzip.open(path, "rb")
-    return path.open("rb")
-
-
-def _first_significant_byte(f: IO[bytes]) -> bytes:
-    """The first byte that is not whitespace (after a BOM); b"" for an empty file. Rewinds `f`."""
+def _first_significant_byte(path: Path) -> bytes:
+    """The first byte that is not whitespace (after a BOM); b"" for an empty file."""
     first = True
-    try:
+    with open_binary(path) as f:
         while True:
             try:
                 chunk = f.read1(4096) if hasattr(f, "read1") else f.read(4096)
-            except EOFError:  # a cut-off gzip: decide from what could be read; the reader reports the rest
+            except _READ_ERRORS:  # a cut-off stream: decide from what could be read; the reader reports the rest
                 chunk = b""
             if not chunk:
                 return b""
@@ -166,8 +97,6 @@ def _first_significant_byte(f: IO[bytes]) -> bytes:
             rest = chunk.lstrip(_WHITESPACE)
             if rest:
                 return rest[:1]
-    finally:
-        f.seek(0)
 
 
 RawLine = tuple[int, int, bytes | None, RawRecord | None]
@@ -175,23 +104,51 @@ RawLine = tuple[int, int, bytes | None, RawRecord | None]
 
 
 def iter_raw_lines(path: str | Path, source: str) -> Iterator[RawLine]:
-    """The walk over a file that `read_records` parses (gzip, BOM, blank lines skipped but counted, a JSON array
-    or a pretty-printed object parsed whole, read errors as records): JSONL lines come unparsed, so an engine
-    can parse them elsewhere with `parse_line`."""
+    """The walk over an input that `read_records` parses (decompression, BOM, blank lines skipped but counted,
+    a JSON array or a pretty-printed object parsed whole, rows of CSV/Parquet/Arrow as records, read errors as
+    records): JSONL lines come unparsed, so an engine can parse them elsewhere with `parse_line`."""
+    p = Path(path)
+    if p.is_dir():  # a datasets.save_to_disk directory (read/inputs.py lets no other directory through)
+        yield from _made(iter_rows(dataset_dir_batches(p), source), source)
+        return
+    kind = sniff_format(p)
+    if kind == "parquet":
+        yield from _made(iter_rows(parquet_batches(p), source), source)
+    elif kind in ("arrow", "arrow-stream"):
+        yield from _made(iter_rows(arrow_batches(p), source), source)
+    elif kind in ("csv", "tsv"):
+        yield from _made(iter_delimited(p, source, "," if kind == "csv" else "\t"), source)
+    else:
+        yield from _json_lines(p, source)
+
+
+def _made(records: Iterator[RawRecord], source: str) -> Iterator[RawLine]:
+    """Records a reader made itself; a read error after row N becomes one record at row N + 1."""
+    line = 0
+    try:
+        for r in records:
+            line = r.line
+            yield r.line, 0, None, r
+    except _READ_ERRORS as exc:
+        msg = f"the file could not be read to the end, stopped after row {line} ({exc})"
+        yield line + 1, 0, None, RawRecord(source, line + 1, error=msg, error_kind=ERR_READ)
+
+
+def _json_lines(path: Path, source: str) -> Iterator[RawLine]:
     lines_read = [0]  # updated by the JSONL walk, so a read error can say where it happened
-    with _open_binary(Path(path)) as f:
-        try:
-            kind = _first_significant_byte(f)
-            if not kind:
-                return
+    try:
+        kind = _first_significant_byte(path)
+        if not kind:
+            return
+        with open_binary(path) as f:
             if kind == b"[":
                 yield from ((r.line, 0, None, r) for r in _iter_document(f.read(), source))
             else:
-                yield from _jsonl_lines(f, source, lines_read)
-        except (OSError, EOFError, zlib.error) as exc:
-            line = lines_read[0] + 1
-            msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
-            yield line, 0, None, RawRecord(source, line, error=msg, error_kind=ERR_READ)
+                yield from _jsonl_lines(f, path, source, lines_read)
+    except _READ_ERRORS as exc:
+        line = lines_read[0] + 1
+        msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
+        yield line, 0, None, RawRecord(source, line, error=msg, error_kind=ERR_READ)
 
 
 def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
@@ -207,7 +164,7 @@ def _reject_constant(name: str) -> Any:
     raise _NanError(name)
 
 
-def _jsonl_lines(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawLine]:
+def _jsonl_lines(f: IO[bytes], path: Path, source: str, lines_read: list[int]) -> Iterator[RawLine]:
     offset = 0
     lineno = 0
     seen_content = False
@@ -224,8 +181,8 @@ def _jsonl_lines(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[R
             seen_content = True
             if len(raw) < 16 and raw.strip() == b"{":
                 # A pretty-printed single JSON object, not JSONL: parse the whole file as one document.
-                f.seek(0)
-                yield from ((r.line, 0, None, r) for r in _iter_document(f.read(), source))
+                with open_binary(path) as whole:
+                    yield from ((r.line, 0, None, r) for r in _iter_document(whole.read(), source))
                 return
         yield lineno, line_offset, raw, None
 

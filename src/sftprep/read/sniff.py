@@ -1,17 +1,17 @@
-"""What a file holds, from its first bytes (inside gzip): the formats sftprep reads, and the ones it recognises
-to refuse or convert (Parquet, Arrow, CSV/TSV, compressed, UTF-16) instead of reading them as broken JSON."""
+"""What a file holds, from its first bytes (inside gzip, zstd, bzip2 or xz): the formats sftprep reads (JSON,
+JSONL, CSV/TSV, Parquet, Arrow IPC) and the ones it recognises to refuse or convert (zip, UTF-16, a compressed
+Parquet or Arrow file) instead of reading them as broken JSON."""
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
-import zlib
 from itertools import islice
 from pathlib import Path
 
-_GZIP_MAGIC = b"\x1f\x8b"
+from sftprep.read.containers import head
+
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n"
 
@@ -20,9 +20,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"PAR1", "parquet"),
     (b"ARROW1", "arrow"),
     (b"\xff\xff\xff\xff", "arrow-stream"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"BZh", "bz2"),
-    (b"\xfd7zXZ\x00", "xz"),
     (b"PK\x03\x04", "zip"),
     (b"PK\x05\x06", "zip"),
     (b"\xff\xfe", "utf-16"),
@@ -30,30 +27,26 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 )
 _HEADER_FIELD = re.compile(r'^\s*"?[\w .:/()\-]{1,64}"?\s*$')
 _SNIFF_BYTES = 4096
+COLUMNAR = ("parquet", "arrow", "arrow-stream")  # read with random access: never inside a compressed stream
 
 
 def sniff_format(path: str | Path) -> str:
-    """What the file holds, from its first bytes (inside gzip): a READABLE name, or an UNREADABLE one."""
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES)
-    if head.startswith(_GZIP_MAGIC):
-        try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(_SNIFF_BYTES)
-        except (OSError, EOFError, zlib.error):
-            return "text"  # a damaged gzip: the reader reports where it stopped
+    """What the file holds, from its first (decompressed) bytes: json, jsonl, csv, tsv, parquet, arrow,
+    arrow-stream, empty, text (none of these: read as JSON Lines, each bad line a reject), or a kind sftprep
+    does not read (zip, utf-16)."""
+    data = head(path, _SNIFF_BYTES)
     for magic, name in _MAGIC:
-        if head.startswith(magic):
+        if data.startswith(magic):
             return name
-    text = head.removeprefix(_BOM).lstrip(_WHITESPACE)
+    text = data.removeprefix(_BOM).lstrip(_WHITESPACE)
     if not text:
-        return "empty"
+        return "empty"  # (a damaged compressed stream too: the reader reports where it stops)
     if text[:1] == b"[":
         return "json"
     if text[:1] == b"{":
         return "jsonl"
     for sep, name in (("\t", "tsv"), (",", "csv")):
-        if _looks_tabular(text.decode("utf-8", errors="replace"), sep, whole=len(head) < _SNIFF_BYTES):
+        if _looks_tabular(text.decode("utf-8", errors="replace"), sep, whole=len(data) < _SNIFF_BYTES):
             return name
     return "text"
 
