@@ -99,7 +99,7 @@ def run_key(opts: PrepareOptions, files: list[tuple[Path, str]], tok: Any, templ
 @lru_cache(maxsize=1)
 def code_sha256() -> str:
     """The package's own code and data (not only its version): a changed sftprep recomputes, even in development."""
-    root = Path(__file__).parent
+    root = Path(__file__).parent.parent  # the sftprep package (every room), not only preparation/
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".jinja") and p.is_file()):
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())

@@ -33,6 +33,7 @@ def print_summary(manifest: Manifest, out_dir: Path, console: Console) -> None:
     for what, n in rows:
         table.add_row(what, str(n))
     console.print(table)
+    _sources(m, out_dir, console)
     for reason, n in m.rejected_by_reason.items():
         console.print(f"  [yellow]rejected[/] {n} x {escape(reason)}")
     for reason, n in m.examples_dropped_by_reason.items():
@@ -59,6 +60,25 @@ def print_summary(manifest: Manifest, out_dir: Path, console: Console) -> None:
         )
     if m.records_rejected:
         console.print(f"  [yellow]warning:[/] see {escape(str(out_dir / 'rejects.jsonl'))} for each rejected record")
+
+
+def _sources(m: Manifest, out_dir: Path, console: Console) -> None:
+    """Per source (when there are several, or sampling, or an eval split): read, rejected, examples, ratios."""
+    if len(m.sources) < 2 and m.eval is None and not any(s.sampling for s in m.sources):
+        return
+    table = Table(title="sources", title_justify="left")
+    for col in ("source", "sampling", "read", "rejected", "prepared", "eval", "written", "requested", "realised"):
+        table.add_column(col, justify="left" if col in ("source", "sampling") else "right")
+    for s in m.sources:
+        sampling = ", ".join(f"{k} {v:g}" for k, v in (s.sampling or {}).items()) or "all once"
+        table.add_row(
+            escape(s.name), sampling, str(s.records_read), str(s.records_rejected), str(s.examples_prepared),
+            str(s.eval_examples), str(s.examples), f"{s.requested_ratio:.2%}", f"{s.realised_ratio:.2%}",
+        )  # fmt: skip
+    console.print(table)
+    if m.eval:
+        where = escape(str(out_dir / m.eval["dir"]))
+        console.print(f"  eval split: {m.eval['records']} records, {m.eval['examples']} examples in {where}")
 
 
 _TURN_NOTES = {

@@ -9,6 +9,8 @@ a save_to_disk directory), so the same rows give the same records, whatever the 
 - Arrow cannot tell an absent field from a null one, so nulls are dropped from every object (top-level
   columns and struct fields: a JSON record without `system` and a Parquet row whose `system` is null are the
   same record). Nulls inside lists are kept (positions matter).
+- Values of Arrow's JSON type (`arrow.json`: `datasets` stores objects whose keys vary from row to row in it)
+  are decoded: they come through exactly as the JSON held them (key order and nulls included).
 - Values JSON has no type for become JSON ones: maps -> objects, bytes -> text (UTF-8) or base64, dates and
   times -> ISO 8601 text, decimals -> text, so every record can be written to rejects.jsonl.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import decimal
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -106,51 +107,78 @@ def iter_rows(batches: Iterator[pa.RecordBatch], source: str) -> Iterator[RawRec
 
 
 def _cleaner(schema: pa.Schema) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Per-row conversion for this schema: nulls dropped, non-JSON values converted (walks nested values
-    only where the schema has them)."""
-    if all(_flat(f.type) for f in schema):
+    """Per-row conversion for this schema: nulls dropped, JSON-typed values decoded, other non-JSON values
+    converted (nested values are walked only where the schema has something to convert)."""
+    fields = [(f.name, _converter(f.type)) for f in schema]
+    if all(conv is None for _, conv in fields):
         return _drop_top_nulls
-    return _clean_object
+    convs = {name: conv for name, conv in fields if conv is not None}
+
+    def clean(row: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in row.items():
+            if v is not None:
+                conv = convs.get(k)
+                v = conv(v) if conv is not None else v
+                if v is not None:
+                    out[k] = v
+        return out
+
+    return clean
 
 
-def _flat(t: pa.DataType) -> bool:
-    return (
-        pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_null(t)
-    )
+Convert = Callable[[Any], Any]
+_JSON_EXTENSION = "arrow.json"  # Arrow's canonical JSON type: datasets stores objects of varying keys in it
+
+
+def _converter(t: pa.DataType) -> Convert | None:
+    """How a non-null value of type `t` becomes a JSON value (None: it already is one, no null inside to drop)."""
+    if getattr(t, "extension_name", None) == _JSON_EXTENSION:
+        return _json_value
+    if isinstance(t, pa.BaseExtensionType):
+        return _converter(t.storage_type)
+    if pa.types.is_struct(t):
+        subs = [(t.field(i).name, _converter(t.field(i).type)) for i in range(t.num_fields)]
+        return lambda v: _struct(v, subs)
+    if pa.types.is_map(t):
+        sub = _converter(t.item_type)
+        return lambda v: {str(k): (sub(x) if sub else x) for k, x in v if x is not None}
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        sub = _converter(t.value_type)
+        return None if sub is None else (lambda v: [None if x is None else sub(x) for x in v])
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return _bytes
+    if pa.types.is_temporal(t) or pa.types.is_decimal(t):
+        return _text
+    return None
+
+
+def _struct(v: dict[str, Any], subs: list[tuple[str, Convert | None]]) -> dict[str, Any]:
+    out = {}
+    for name, conv in subs:
+        x = v.get(name)
+        if x is not None and conv is not None:
+            x = conv(x)
+        if x is not None:
+            out[name] = x
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _bytes(v: Any) -> str:
+    raw = bytes(v)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode("ascii")
+
+
+def _text(v: Any) -> str:
+    return v.isoformat() if isinstance(v, (dt.datetime, dt.date, dt.time)) else str(v)
 
 
 def _drop_top_nulls(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
-
-
-def _clean_object(row: dict[str, Any]) -> dict[str, Any]:
-    return {str(k): _clean(v) for k, v in row.items() if v is not None}
-
-
-def _clean(v: Any) -> Any:
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if isinstance(v, dict):
-        return _clean_object(v)
-    if isinstance(v, list):
-        if v and all(isinstance(x, tuple) and len(x) == 2 for x in v):  # an Arrow map: [(key, value), ...]
-            return {str(k): _clean(x) for k, x in v if x is not None}
-        return [_clean(x) for x in v]
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        raw = bytes(v)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw).decode("ascii")
-    if isinstance(v, (dt.datetime, dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, (decimal.Decimal, dt.timedelta)):
-        return str(v)
-    if isinstance(v, tuple):
-        return [_clean(x) for x in v]
-    return str(v)

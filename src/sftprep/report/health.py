@@ -172,6 +172,37 @@ class Health:
         reasons = sorted(set(recorded) | set(self.dropped_turns))
         return [(r, int(recorded.get(r, 0)), self.dropped_turns.get(r, 0) if listed else None) for r in reasons]
 
+    SOURCE_HEADER = (
+        "source", "sampling", "records read", "rejected", "duplicates", "examples prepared", "eval examples",
+        "examples written", "tokens", "trainable tokens", "requested", "realised",
+    )  # fmt: skip
+
+    def show_sources(self) -> bool:
+        """Per-source rows are worth showing: several sources, sampling or an eval split."""
+        m = self.manifest
+        return len(m.sources) > 1 or m.eval is not None or any(s.sampling for s in m.sources)
+
+    def source_rows(self) -> list[tuple[str, ...]]:
+        """One row per source (SOURCE_HEADER): what was read, rejected, prepared, held out and written."""
+        rows = []
+        for s in self.manifest.sources:
+            sampling = ", ".join(f"{k} {v:g}" for k, v in (s.sampling or {}).items()) or "all, once"
+            rows.append((s.name, sampling, str(s.records_read), str(s.records_rejected), str(s.duplicates),
+                         str(s.examples_prepared), str(s.eval_examples), str(s.examples), str(s.tokens),
+                         str(s.trainable_tokens), f"{100 * s.requested_ratio:.2f}%",
+                         f"{100 * s.realised_ratio:.2f}%"))  # fmt: skip
+        return rows
+
+    def mixture_check(self) -> list[Check]:
+        """With sampling: each source's realised share of the examples within 1 point of the requested one."""
+        m = self.manifest
+        if not any(s.sampling for s in m.sources):
+            return []
+        off = [f"{s.name} {s.realised_ratio:.2%} (asked {s.requested_ratio:.2%})" for s in m.sources
+               if abs(s.realised_ratio - s.requested_ratio) > 0.01]  # fmt: skip
+        shares = ", ".join(f"{s.name} {s.realised_ratio:.2%}" for s in m.sources)
+        return [Check("mixture as requested (each share within 1 point)", not off, ", ".join(off) or shares)]
+
     def length_summary(self) -> list[tuple[str, str]]:
         s = self.shards
         mean = s.tokens / s.examples if s.examples else 0.0
@@ -208,6 +239,7 @@ class Health:
                 "mismatch: " + ", ".join(mismatched) if mismatched else f"{sum(self.rejects.values())} rejected",
             ),
             Check("every input file reconciles", not unreconciled, ", ".join(unreconciled) or "read = kept + rejected"),
+            *self.mixture_check(),
             *template_checks(self.template),
         ]
 

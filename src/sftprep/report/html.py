@@ -160,6 +160,7 @@ def health_html(h: Health, plots: list[str]) -> str:
         *(f"<figure>{p}</figure>" for p in plots),
         "</div><h3>Counts</h3>",
         _table(("what", "count"), h.counts(), "counts"),
+        *(["<h3>Sources</h3>", _table(h.SOURCE_HEADER, h.source_rows(), "sources")] if h.show_sources() else []),
         "<h3>Rejected records by reason</h3>",
         rejects_html(h),
     ]

@@ -45,6 +45,15 @@ def histogram_table(h: Histogram, integer_edges: bool, width: int = 40) -> Table
     return table
 
 
+def sources_table(h: Health) -> Table:
+    table = Table(title="sources", title_justify="left", title_style="bold")
+    for i, col in enumerate(h.SOURCE_HEADER):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for row in h.source_rows():
+        table.add_row(*(Text(c) for c in row))
+    return table
+
+
 def checks_table(checks: list[Check]) -> Table:
     table = Table(title="checks", show_header=False, title_justify="left", title_style="bold")
     table.add_column("", no_wrap=True)
@@ -77,6 +86,8 @@ def template_table(h: Health) -> Table:
 
 def print_health(h: Health, console: Console) -> None:
     console.print(_kv_table(f"sftprep stats {h.out_dir}", h.counts()))
+    if h.show_sources():
+        console.print(sources_table(h))
     console.print(rejects_table(h) if h.rejected_rows() or h.dropped_rows() else "no record was rejected")
     console.print(_kv_table("lengths", h.length_summary()))
     console.print(histogram_table(h.length_histogram(bins=15), integer_edges=True))

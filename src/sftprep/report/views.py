@@ -98,7 +98,9 @@ def example_views(
     """Token views of the rows, in `order`, given the run's `components`; tokens are decoded one by one
     where the source record is unavailable (or no longer yields the same example)."""
     opts = manifest.prepare_options()
-    prepared = _prepare_sources(opts, tok, template, [rows[i] for i in order]) if template is not None else {}
+    named = {f: s.name for s in manifest.sources for f in s.files}
+    picked = [rows[i] for i in order]
+    prepared = _prepare_sources(opts, tok, template, picked, named) if template is not None else {}
     out = []
     for i in order:
         row = rows[i]
@@ -128,28 +130,37 @@ def _decode(tok: Any, token_id: int) -> str:
     return tok.decode([token_id]) if tok is not None else f"⟨{token_id}⟩"
 
 
-def _prepare_sources(opts: Any, tok: Any, template: Any, rows: list[dict[str, Any]]) -> dict[tuple[str, int], Any]:
-    """Re-run the pipeline on the source records of `rows`, scanning each source file once."""
+def _prepare_sources(
+    opts: Any, tok: Any, template: Any, rows: list[dict[str, Any]], source_of: dict[str, str]
+) -> dict[tuple[str, int], Any]:
+    """Re-run the pipeline on the source records of `rows`, scanning each source file once, each with its
+    source's options (column map, system prompt, ...: `source_of` names the source of a file)."""
     from sftprep.preparation.pipeline import Preparer
     from sftprep.read.records import read_records
 
     lines: dict[str, set[int]] = defaultdict(set)
     for row in rows:
         lines[row["source_file"]].add(row["source_line"])
-    raws = []
+    specs = {s.name: s for s in opts.sources}
+    out: dict[tuple[str, int], Any] = {}
     for src, wanted in lines.items():
-        if not Path(src).is_file():
+        if not Path(src).exists():
             continue
-        for raw in read_records(src):
-            if raw.line in wanted:
-                raws.append(raw)
-                wanted.discard(raw.line)
-                if not wanted:
-                    break
-    if not raws:
-        return {}
-    prepared = Preparer(opts, tok, template).process(raws)
-    return {(p.raw.source_file, p.raw.line): p for p in prepared}
+        raws = []
+        try:
+            for raw in read_records(src):
+                if raw.line in wanted:
+                    raws.append(raw)
+                    wanted.discard(raw.line)
+                    if not wanted:
+                        break
+        except SftprepError:
+            continue
+        spec = specs.get(source_of.get(src, ""))
+        source_opts = opts.for_source(spec) if spec is not None else opts
+        for p in Preparer(source_opts, tok, template).process(raws) if raws else []:
+            out[(p.raw.source_file, p.raw.line)] = p
+    return out
 
 
 def _spans(p: Any, row: dict[str, Any], tok: Any) -> list[tuple[str, str]] | None:
