@@ -87,6 +87,11 @@ def _source(name: str, entry: dict[str, Any], base: Path, info: str) -> SourceSp
     if media:
         raise ConfigError(f"{where}: a multimodal dataset (columns {', '.join(media)}); sftprep prepares text")
     formatting = entry.get("formatting", "alpaca")
+    if formatting == "alpaca" and "prompt" in columns and "response" not in columns:
+        raise ConfigError(
+            f"{where}: a pre-training dataset (columns.prompt {columns['prompt']!r} and no response); sftprep "
+            "prepares SFT data"
+        )
     tags = dict(entry.get("tags") or {})
     if formatting == "openai":
         formatting, tags = "sharegpt", {**_OPENAI_TAGS, **tags}
