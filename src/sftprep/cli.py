@@ -139,6 +139,12 @@ def prepare(
     from sftprep.preparation.summary import print_summary, require_examples
     from sftprep.read.system_prompt import load_system_prompt
 
+    if not inputs and config is None and dataset_info is None and not dataset:
+        raise typer.BadParameter(
+            "no input files given: pass INPUT... (files, directories, globs), --config data.yaml, or "
+            "--dataset-info dataset_info.json --dataset NAME",
+            param_hint="INPUTS",
+        )
     flags: dict[str, Any] = {
         "inputs": [str(p) for p in inputs or []],
         "out_dir": str(out_dir),

@@ -204,7 +204,7 @@ def test_bad_option_value_exits_2(tmp_path: Path, flag: str, value: str, expecte
         (["prepare", "in.jsonl", "--no-such-option"], "No such option: --no-such-option"),
         (["prepare", "in.jsonl", "--max-length", "abc"], "Invalid value for '--max-length'"),
         (["prepare", "in.jsonl", "--template-var", "novalue"], "--template-var 'novalue': expected KEY=VALUE"),
-        (["prepare"], "Missing argument 'inputs'"),
+        (["prepare"], "no input files given: pass INPUT..."),
         (["no-such-command"], "No such command 'no-such-command'"),
     ],
 )

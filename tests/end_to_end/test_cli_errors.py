@@ -5,6 +5,7 @@ names what is wrong, and nothing of the user's is changed."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,17 @@ from cli_helpers import GOOD, Result, no_traceback, run_main, write_jsonl
 
 @pytest.fixture
 def d(tmp_path: Path) -> Path:
-    """A cwd with in.jsonl, an empty dir, a user's dir, a Parquet file, an sftprep OUT_DIR `out` and an empty one."""
+    """A cwd with in.jsonl, an empty dir, a user's dir, a Parquet file, a zip archive, a data config, an sftprep
+    OUT_DIR `out` and an empty one."""
     write_jsonl(tmp_path / "in.jsonl", GOOD)
     (tmp_path / "empty").mkdir()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     pq.write_table(pa.Table.from_pylist(GOOD), tmp_path / "data.parquet")
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as z:
+        z.writestr("in.jsonl", (tmp_path / "in.jsonl").read_text())
     (tmp_path / "blank.jsonl").write_text("")
+    (tmp_path / "data.yaml").write_text("sources:\n  - {name: a, paths: in.jsonl, weight: 2}\n")
     assert run_main(tmp_path, "prepare", "in.jsonl", "-o", "out", "--workers", "1").returncode == 0
     r = run_main(tmp_path, "prepare", "in.jsonl", "-o", "none", "--max-length", "2", "--workers", "1")
     assert r.returncode == 3, r.stderr
@@ -55,10 +60,25 @@ def refused(d: Path, code: int, *args: str, says: str | None = None) -> Result:
 PREPARE_INPUTS = [
     (["nowhere.jsonl"], "does not exist"),
     (["empty"], "is a directory"),
-    (["."], "is a directory"),
-    (["/"], "is a directory"),
+    (["."], "is a directory holding data files of several formats"),
+    (["out"], "is a directory written by `sftprep prepare`"),
     (["in.jsonl/x.jsonl"], "in.jsonl/x.jsonl"),
-    (["data.parquet"], "Apache Parquet"),
+    (["data.zip"], "a zip archive"),
+    (["*.csv"], "as a glob, matches no file"),
+    (["in.jsonl", "--config", "data.yaml"], "input paths and sources given together"),
+    (["--config", "nowhere.yaml"], "--config 'nowhere.yaml' does not exist"),
+    (["--config", "in.jsonl"], "expected a .yaml, .yml or .toml file"),
+    (["--config", "data.yaml", "--eval-sources", "b"], "eval.sources: 'b' is not a source"),
+    (["--config", "data.yaml", "--mixture-examples", "-1"], "--mixture-examples -1: expected a whole number"),
+    (["in.jsonl", "--columns", "dialogue=x"], "--columns 'dialogue': not a field sftprep reads"),
+    (["in.jsonl", "--columns", "messages"], "expected FIELD=COLUMN pairs"),
+    (["in.jsonl", "--tags", "speaker=x"], "--tags 'speaker': expected one of role_tag"),
+    (["in.jsonl", "--eval-fraction", "2"], "--eval-fraction 2.0: expected a fraction"),
+    (["in.jsonl", "--eval-sources", "a"], "--eval-sources needs named sources"),
+    (["--dataset", "x"], "--dataset names datasets of a registry: give it with --dataset-info"),
+    (["--dataset-info", "in.jsonl", "--dataset", "x"], "cannot be read as JSON"),
+    (["--dataset-info", "nowhere.json", "--dataset", "x"], "--dataset-info 'nowhere.json' does not exist"),
+    (["--config", "data.yaml", "--engine", "ray"], "need the local engine"),
 ]
 
 
@@ -202,7 +222,7 @@ def test_template_check_bad_arguments(d: Path, args: list[str], says: str) -> No
     by_args(
         (["nowhere.jsonl", "-o", "tok"], 2, "input 'nowhere.jsonl' does not exist"),
         (["empty", "-o", "tok"], 2, "input 'empty' is a directory"),
-        (["data.parquet", "-o", "tok"], 2, "input 'data.parquet' is an Apache Parquet file"),
+        (["data.zip", "-o", "tok"], 2, "input 'data.zip' is a zip archive"),
         (["in.jsonl", "-o", "."], 2, "output path '.' is the current directory"),
         (["in.jsonl", "-o", "/"], 2, "output path '/' is the filesystem root"),
         (["in.jsonl", "-o", "in.jsonl"], 2, "in.jsonl is a file that sftprep did not write"),

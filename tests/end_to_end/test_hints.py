@@ -15,7 +15,6 @@ import gzip
 import json
 import lzma
 import re
-import shutil
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -98,45 +97,81 @@ def _jsonl_bytes() -> bytes:
     return "".join(json.dumps(r) + "\n" for r in GOOD).encode()
 
 
-FORMATS: dict[str, tuple[str, Callable[[Path], None]]] = {
+def _packed(make: Callable[[Path], None], compress: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    """`make` writes the file without the compression suffix; the result is it compressed."""
+
+    def write(p: Path) -> None:
+        make(p.with_suffix(""))
+        p.write_bytes(compress(p.with_suffix("").read_bytes()))
+
+    return write
+
+
+def _zstd_frame(raw: bytes) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as f:
+        f.write(raw)
+    return sink.getvalue().to_pybytes()
+
+
+def _zstd(p: Path, raw: bytes) -> None:
+    p.write_bytes(_zstd_frame(raw))
+
+
+def _examples(out: Path) -> list[list[int]]:
+    return [ids for f in sorted(out.glob("data-*.parquet")) for ids in pq.read_table(f)["input_ids"].to_pylist()]
+
+
+# Formats read directly (issue #13): each gives the examples of the same records as JSONL.
+READ: dict[str, tuple[str, Callable[[Path], None]]] = {
     "parquet": ("data.parquet", _parquet),
     "arrow": ("data.arrow", _arrow),
     "arrow-stream": ("data-00000-of-00001.arrow", _arrow_stream),
     "csv": ("data.csv", _csv),
     "tsv": ("data.tsv", lambda p: _csv(p, "excel-tab")),
-    "csv.gz": (
-        "data.csv.gz",
-        lambda p: (_csv(p.with_suffix("")), p.write_bytes(gzip.compress(p.with_suffix("").read_bytes()))),
-    ),
+    "csv.gz": ("data.csv.gz", _packed(_csv, gzip.compress)),
     "bz2": ("data.jsonl.bz2", lambda p: p.write_bytes(bz2.compress(_jsonl_bytes()))),
     "xz": ("data.jsonl.xz", lambda p: p.write_bytes(lzma.compress(_jsonl_bytes()))),
+    "zstd": ("data.jsonl.zst", lambda p: _zstd(p, _jsonl_bytes())),
+    "parquet named .jsonl": ("data.jsonl", _parquet),  # sniffed by its bytes, not its name
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(READ))
+def test_formats_are_read_as_their_records(tmp_path: Path, kind: str) -> None:
+    name, make = READ[kind]
+    make(tmp_path / name)
+    ok(sftprep(tmp_path, "prepare", name, "-o", "out"), 2, tmp_path / "out")
+    reference = ALPACA if kind in ("csv", "tsv", "csv.gz") else GOOD
+    write_jsonl(tmp_path / "ref.jsonl", reference)
+    ok(sftprep(tmp_path, "prepare", "ref.jsonl", "-o", "ref"), 2, tmp_path / "ref")
+    assert _examples(tmp_path / "out") == _examples(tmp_path / "ref")
+
+
+# Formats sftprep recognises and does not read: refused up front with a command that converts them.
+FORMATS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "utf-16": ("data.jsonl", lambda p: p.write_text(_jsonl_bytes().decode(), encoding="utf-16")),
-    "parquet named .jsonl": ("data.jsonl", _parquet),  # the conversion must not overwrite its own input
-}
+    "parquet.gz": ("data.parquet.gz", _packed(_parquet, gzip.compress)),
+    "arrow.zst": ("data.arrow.zst", _packed(_arrow, _zstd_frame)),
+    "parquet.xz": ("data.parquet.xz", _packed(_parquet, lzma.compress)),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(FORMATS))
 def test_unreadable_format_is_refused_with_a_working_conversion(tmp_path: Path, kind: str) -> None:
     name, make = FORMATS[kind]
     make(tmp_path / name)
-    before = {p: p.read_bytes() for p in tmp_path.iterdir()}  # (csv.gz: data.csv is there too)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}  # (parquet.gz: data.parquet is there too)
     err = fails(sftprep(tmp_path, "prepare", name, "-o", "out"), 2, name, "which sftprep does not read")
     assert not (tmp_path / "out").exists()
     m = re.search(r"fix: (.*), then pass (\S+)$", err, re.M)
     assert m, err
+    for p in before:  # the decompressed file the conversion writes must not be one that exists
+        if p.name != name:
+            p.unlink()
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
     run_hint(tmp_path, m.group(1))
     assert {p: p.read_bytes() for p in before} == before  # the conversion wrote only new files
-    ok(sftprep(tmp_path, "prepare", m.group(2), "-o", "out"), 2, tmp_path / "out")
-
-
-@pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd command is not installed")
-def test_zstd_input_is_refused_with_a_working_command(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "data.jsonl", GOOD)
-    run_hint(tmp_path, "zstd -q data.jsonl -o data.jsonl.zst && rm data.jsonl")
-    err = fails(sftprep(tmp_path, "prepare", "data.jsonl.zst", "-o", "out"), 2, "zstd-compressed")
-    m = re.search(r"fix: (.*), then pass (\S+)$", err, re.M)
-    assert m, err
-    run_hint(tmp_path, m.group(1))
     ok(sftprep(tmp_path, "prepare", m.group(2), "-o", "out"), 2, tmp_path / "out")
 
 
@@ -153,9 +188,44 @@ def test_zip_input_is_refused_with_a_working_command(tmp_path: Path) -> None:
 
 def case_directory_input(d: Path) -> None:
     write_jsonl((d / "data").mkdir() or d / "data" / "a.jsonl", GOOD)
-    err = fails(sftprep(d, "prepare", "data", "-o", "out"), 2, "is a directory")
-    pattern = re.search(r"e\.g\. (\S+)", fix_of(err)).group(1)  # type: ignore[union-attr]
-    ok(sftprep(d, "prepare", *map(str, sorted(d.glob(pattern))), "-o", "out"), 2, d / "out")
+    _parquet(d / "data" / "b.parquet")
+    err = fails(sftprep(d, "prepare", "data", "-o", "out"), 2, "is a directory", "several formats")
+    pattern = re.search(r"e\.g\. '(\S+)'", fix_of(err)).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", pattern, "-o", "out"), 2, d / "out")  # the quoted glob, expanded by sftprep
+
+
+def case_directory_of_subdirectories(d: Path) -> None:
+    write_jsonl((d / "data" / "train").mkdir(parents=True) or d / "data" / "train" / "a.jsonl", GOOD)
+    err = fails(sftprep(d, "prepare", "data", "-o", "out"), 2, "holds no data files")
+    pattern = re.search(r"e\.g\. '(\S+)'", fix_of(err)).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", pattern, "-o", "out"), 2, d / "out")
+
+
+def case_dataset_dict_directory(d: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(GOOD)
+    datasets.DatasetDict({"train": ds, "test": ds}).save_to_disk(str(d / "dd"))
+    err = fails(sftprep(d, "prepare", "dd", "-o", "out"), 2, "DatasetDict")
+    split = re.search(r"e\.g\. (\S+)$", fix_of(err)).group(1)  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", split, "-o", "out"), 2, d / "out")
+
+
+def case_records_of_another_shape(d: Path) -> None:
+    write_jsonl(d / "qa.jsonl", [{"question": "2+2?", "answer": "4"}, {"question": "3+3?", "answer": "6"}])
+    err = fails(sftprep(d, "prepare", "qa.jsonl", "-o", "out"), 3, "unknown_format", "keys [question, answer]")
+    flags = re.search(r"fix: pass (--columns \S+)", err).group(1).split(" ")  # type: ignore[union-attr]
+    ok(sftprep(d, "prepare", "qa.jsonl", "-o", "out", "--overwrite", *flags), 2, d / "out")
+
+
+def case_parquet_of_another_shape(d: Path) -> None:
+    rows = [{"dialog": [{"speaker": "user", "text": "hi"}, {"speaker": "bot", "text": "yo"}]}] * 2
+    pq.write_table(pa.Table.from_pylist(rows), d / "chats.parquet")
+    err = fails(sftprep(d, "prepare", "chats.parquet", "-o", "out"), 2, "refused before the run")
+    assert not (d / "out").exists()
+    found = re.search(r"fix: pass (--columns \S+) (--tags \S+)", err)
+    assert found, err
+    ok(sftprep(d, "prepare", "chats.parquet", "-o", "out", *found.group(1).split(" "), *found.group(2).split(" ")), 2,
+       d / "out")  # fmt: skip
 
 
 def case_out_dir_of_another_run(d: Path) -> None:
@@ -330,6 +400,10 @@ def case_tokenizer_train_into_a_user_directory(d: Path) -> None:
 
 CASES = [
     case_directory_input,
+    case_directory_of_subdirectories,
+    case_dataset_dict_directory,
+    case_records_of_another_shape,
+    case_parquet_of_another_shape,
     case_out_dir_of_another_run,
     case_user_directory,
     case_user_file_in_an_output,

@@ -114,9 +114,9 @@ class PrepareOptions:
                 "input paths and sources given together; fix: list the paths as a source of the config "
                 "(sources: [{name: ..., paths: [...]}]) or drop the sources"
             )
-        check_sources(self.sources, self.eval_sources)
         if self.eval_sources and not self.sources:
             raise ConfigError("--eval-sources needs named sources (a data config or --dataset-info)")
+        check_sources(self.sources, self.eval_sources)
         if self.eval_fraction is not None:
             if self.eval_sources:
                 raise ConfigError("eval: give a fraction or sources, not both")
