@@ -18,7 +18,7 @@ from sftprep.types import IGNORE_INDEX
 
 def prepare(
     inputs: Any = None,
-    out_dir: str = "out",
+    out_dir: str | Path | None = None,
     *,
     config: str | Path | None = None,
     source_name: str | None = None,
@@ -26,7 +26,7 @@ def prepare(
 ) -> dict[str, Any]:
     """`sftprep prepare` as a function; keyword options are PrepareOptions fields (`sources=[{...}]`,
     `columns={...}`, `eval_fraction=...`); `config`: a data config file (keyword options given here win).
-    Returns the manifest.
+    Returns the manifest. `out_dir`: default "out" (or the config's).
 
     `inputs`: a path or a list of paths (files, directories, globs), or the records themselves: a
     `datasets.Dataset` / `IterableDataset` (its Arrow rows, read as sftprep reads a save_to_disk directory)
@@ -37,7 +37,7 @@ def prepare(
 
     with tempfile.TemporaryDirectory(prefix="sftprep-input-") as spool:
         paths, names = _inputs(inputs, Path(spool), source_name)
-        flags = {**options, "out_dir": str(out_dir)}
+        flags = {**options, **({"out_dir": str(out_dir)} if out_dir is not None else {})}
         if paths or inputs is not None:
             flags["inputs"] = paths
         flags["input_names"] = names

@@ -134,3 +134,27 @@ def test_prepare_config_on_the_command_line(tmp_path: Path) -> None:
     assert manifest["options"]["max_length"] == 64 and manifest["examples_written"] == 2
     r = run_main(tmp_path, "prepare", "--config", "c.yaml", "--max-length", "64")
     assert r.returncode == 0 and "is up to date" in r.stdout
+
+
+def test_the_readme_config_example_is_valid(tmp_path: Path) -> None:
+    from conftest import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text("utf-8").split("## Your data", 1)[1]
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "data.yaml").write_text(example)
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "tools.txt").write_text("You call tools.\n")
+    cfg = load_data_config(tmp_path / "data.yaml")
+    opts = PrepareOptions(**options_from_mapping(cfg.options), sources=cfg.sources)
+    opts.validate()
+    assert [s.name for s in opts.sources] == ["chat", "tools", "math"] and opts.eval_fraction == 0.02
+    assert opts.sources[1].system_prompt == "You call tools." and opts.dedup
+
+
+def test_python_api_with_a_config(tmp_path: Path) -> None:
+    import sftprep
+
+    write_jsonl(tmp_path / "a.jsonl", GOOD)
+    (tmp_path / "c.toml").write_text('inputs = ["a.jsonl"]\nout_dir = "from_config"\nworkers = 1\nmax_length = 100\n')
+    m = sftprep.prepare(config=tmp_path / "c.toml", max_length=50)
+    assert (tmp_path / "from_config" / "manifest.json").is_file() and m["options"]["max_length"] == 50
