@@ -19,7 +19,6 @@ from sftprep.errors import ConfigError
 from sftprep.report import health as health_mod
 from sftprep.report import html as html_mod
 from sftprep.report import html_report, stats_command
-from sftprep.report import plots as plots_mod
 
 ROOT = REPO_ROOT
 SAMPLE = ROOT / "examples" / "sample.jsonl"
@@ -184,8 +183,8 @@ def test_stats_streams_many_batches_and_shards(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(health_mod, "BATCH_ROWS", 2)
     h = health_mod.compute_health(out)
     data = rows(out)
-    assert len(h.manifest["shards"]) > 2
-    assert h.shards.examples == len(data) == h.manifest["examples_written"]
+    assert len(h.manifest.shards) > 2
+    assert h.shards.examples == len(data) == h.manifest.examples_written
     lengths = sorted(len(r["input_ids"]) for r in data)
     assert (h.shards.min_length, h.shards.max_length) == (lengths[0], lengths[-1])
     assert sum(h.length_histogram().counts) == len(data) == sum(h.fraction_histogram().counts)
@@ -247,10 +246,23 @@ def test_count_rejects_separates_dropped_turns(tmp_path: Path) -> None:
     assert health_mod.count_rejects(tmp_path / "absent.jsonl") == ({}, {})
 
 
-def test_without_matplotlib_text_histograms(out_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plots_mod, "have_matplotlib", lambda: False)
+def test_health_plots_are_svg_without_a_plotting_library(
+    out_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import xml.dom.minidom
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the default install: no plotting library
     page = html_report(out_dir, tmp_path / "r.html", sample=None, indices=[0]).read_text()
-    assert page.count('<pre class="hist">') == 2 and '<svg class="plot"' not in page
+    svgs = re.findall(r'<svg class="plot".*?</svg>', page, re.S)
+    assert len(svgs) == 2 and '<pre class="hist">' not in page
+    for svg, h in zip(svgs, (health_mod.compute_health(out_dir).length_histogram(),
+                             health_mod.compute_health(out_dir).fraction_histogram())):  # fmt: skip
+        xml.dom.minidom.parseString(svg)  # well-formed
+        assert svg.count("<rect ") == sum(1 for n in h.counts if n)  # one bar per non-empty bin
+        assert f"{max(h.counts)} examples</title>" in svg
+    again = html_report(out_dir, tmp_path / "r2.html", sample=None, indices=[0]).read_text()
+    assert re.findall(r'<svg class="plot".*?</svg>', again, re.S) == svgs  # deterministic bytes
 
 
 def test_size_stays_reasonable_for_long_examples(tmp_path: Path) -> None:
