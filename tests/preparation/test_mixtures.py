@@ -199,3 +199,11 @@ def test_train_uses_the_eval_split(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     evals = json.loads((tmp_path / "model" / "sftprep_model.json").read_text())["training"]["evals"]
     assert evals and evals[-1]["eval_trainable_tokens"] > 0
+
+
+def test_the_run_key_covers_the_code_of_every_room() -> None:
+    from sftprep.preparation.run import CODE_ROOT, code_files
+
+    rooms = {f.relative_to(CODE_ROOT).parts[0] for f in code_files() if len(f.relative_to(CODE_ROOT).parts) > 1}
+    assert {"read", "templates", "tokenize", "labels", "preparation"} <= rooms
+    assert CODE_ROOT / "read" / "columnar.py" in code_files()

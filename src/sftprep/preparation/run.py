@@ -96,13 +96,19 @@ def run_key(opts: PrepareOptions, files: list[tuple[Path, str]], tok: Any, templ
     return h.hexdigest()
 
 
+CODE_ROOT = Path(__file__).parent.parent  # the sftprep package (every room), not only preparation/
+
+
+def code_files() -> list[Path]:
+    return sorted(p for p in CODE_ROOT.rglob("*") if p.suffix in (".py", ".json", ".jinja") and p.is_file())
+
+
 @lru_cache(maxsize=1)
 def code_sha256() -> str:
     """The package's own code and data (not only its version): a changed sftprep recomputes, even in development."""
-    root = Path(__file__).parent.parent  # the sftprep package (every room), not only preparation/
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".jinja") and p.is_file()):
-        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for f in code_files():
+        h.update(str(f.relative_to(CODE_ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
