@@ -339,3 +339,26 @@ def test_ray_reader_cuts_batches_where_the_local_engine_does(tmp_path: Path) -> 
     ray_sizes = [t.num_rows for t in ray_engine.read_blocks(str(path), str(path), 0, 5)]
     assert ray_sizes == local
     assert max(local) < 5 < sum(local)  # the byte budget cut them, not the record count
+
+
+def test_new_containers_and_column_maps_give_the_local_bytes(ray_local: None, tmp_path: Path) -> None:
+    """Parquet (rows of 1 KB: batches cut by bytes too), CSV, a save_to_disk directory and --columns: the
+    Ray engine reads them through the same walk (records.iter_raw_lines) and writes the local engine's bytes."""
+    import pyarrow as pa
+
+    rows = [{"question": f"question {i} " + "word " * (i % 200), "answer": f"answer {i}"} for i in range(60)]
+    rows.append({"question": None, "answer": "a row without a question: a reject"})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "qa.parquet", row_group_size=7)
+    (tmp_path / "qa.csv").write_text("question,answer\n" + "".join(f'"q{i}, with a comma",a{i}\n' for i in range(9)))
+    inputs = [str(tmp_path / "qa.parquet"), str(tmp_path / "qa.csv")]
+    try:
+        import datasets
+
+        datasets.Dataset.from_list(rows[:20]).save_to_disk(str(tmp_path / "ds"))
+        inputs.append(str(tmp_path / "ds"))
+    except ImportError:
+        pass
+    cols = {"columns": {"instruction": "question", "output": "answer"}, "mask": "assistant", "batch_size": 8}
+    prepare_locally(options(inputs, tmp_path / "local", **cols))
+    ray_engine.prepare_ray(options(inputs, tmp_path / "ray", **cols))
+    assert_same_outputs(tmp_path / "local", tmp_path / "ray")
