@@ -207,3 +207,13 @@ def test_the_run_key_covers_the_code_of_every_room() -> None:
     rooms = {f.relative_to(CODE_ROOT).parts[0] for f in code_files() if len(f.relative_to(CODE_ROOT).parts) > 1}
     assert {"read", "templates", "tokenize", "labels", "preparation"} <= rooms
     assert CODE_ROOT / "read" / "columnar.py" in code_files()
+
+
+def test_a_weighted_source_without_examples_shows_in_the_ratios(tmp_path: Path, two: dict[str, str]) -> None:
+    bad = write(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "no answer"}]}] * 4)
+    m = run(
+        tmp_path, "out", [{"name": "a", "paths": [two["a"]], "weight": 3}, {"name": "bad", "paths": [bad], "weight": 1}]
+    )
+    a, b = m["sources"]
+    assert (a["examples"], b["examples"], b["records_rejected"]) == (400, 0, 4)
+    assert (b["requested_ratio"], b["realised_ratio"]) == (0.25, 0.0)  # asked, not realised: visible

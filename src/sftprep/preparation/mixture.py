@@ -228,9 +228,9 @@ def _targets(draws: list[SourceDraw], sources: list[RunSource], eval_names: list
         elif sampling[0] == "epochs":
             d.target = sampling[1] * d.available
         elif sampling[0] == "examples":
-            d.target = float(sampling[1]) if d.available else 0.0
+            d.target = float(sampling[1])  # asked even when the source has no example (then realised: 0)
         else:
-            d.target = scale * sampling[1] if d.available else 0.0
+            d.target = scale * sampling[1]
 
 
 def _multiplicity(available: int, target: int, rng: np.random.Generator) -> np.ndarray:
