@@ -25,8 +25,9 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
+import sftprep.read.json_stream as json_stream
 from sftprep.read.columnar import arrow_batches, dataset_dir_batches, iter_rows, parquet_batches
-from sftprep.read.containers import open_binary
+from sftprep.read.containers import compression_of, open_binary
 from sftprep.read.delimited import ERR_ROW, iter_delimited
 from sftprep.read.inputs import check_input_path, iter_input_files
 from sftprep.read.sniff import sniff_format
@@ -141,7 +142,9 @@ def _json_lines(path: Path, source: str) -> Iterator[RawLine]:
         if not kind:
             return
         with open_binary(path) as f:
-            if kind == b"[":
+            if kind == b"[" and _streamed(path):
+                yield from _array_elements(f, source, lines_read)
+            elif kind == b"[":
                 yield from ((r.line, 0, None, r) for r in _iter_document(f.read(), source))
             else:
                 yield from _jsonl_lines(f, path, source, lines_read)
@@ -149,6 +152,25 @@ def _json_lines(path: Path, source: str) -> Iterator[RawLine]:
         line = lines_read[0] + 1
         msg = f"the file could not be read to the end, stopped at line {line} ({exc})"
         yield line, 0, None, RawRecord(source, line, error=msg, error_kind=ERR_READ)
+
+
+def _streamed(path: Path) -> bool:
+    """A JSON array too large to parse whole (json_stream.py reads it element by element)."""
+    limit = json_stream.WHOLE_MAX if compression_of(path) is None else json_stream.WHOLE_MAX_COMPRESSED
+    return path.stat().st_size > limit
+
+
+def _array_elements(f: IO[bytes], source: str, lines_read: list[int]) -> Iterator[RawLine]:
+    """A large array's elements as JSONL-like lines (parsed by parse_line, here or on a Ray worker); a broken
+    structure ends the read with one invalid_json record."""
+    index = 0
+    try:
+        for index, offset, raw in json_stream.iter_elements(f):
+            lines_read[0] = index
+            yield index, offset, raw + b"\n", None
+    except json_stream.BrokenArray as exc:
+        msg = f"invalid JSON array: {exc} (after element {index}); the rest of the file is not read"
+        yield index + 1, 0, None, RawRecord(source, index + 1, error=msg, error_kind=ERR_INVALID_JSON)
 
 
 def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
