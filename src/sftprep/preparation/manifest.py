@@ -79,6 +79,16 @@ class SourceRecord:
     realised_ratio: float = 0.0
 
 
+@dataclass(frozen=True)
+class EvalRecord:
+    """The eval split of a run: held-out records and their examples, in OUT_DIR/`dir` (its own manifest)."""
+
+    dir: str = "eval"
+    records: int = 0
+    examples: int = 0
+    shards: list[str] = field(default_factory=list)
+
+
 _LAST = ("sources", "eval", "shards", "tokenizer", "template", "options")  # written after the counts
 
 
@@ -110,7 +120,7 @@ class Manifest:
     examples_prepared: int = 0  # before sampling and the eval split (= examples_written without them)
     split: str | None = None  # "eval" for OUT_DIR/eval
     sources: list[SourceRecord] = field(default_factory=list)
-    eval: dict[str, Any] | None = None  # {"dir": "eval", "records", "examples", "shards"} with an eval split
+    eval: EvalRecord | None = None  # with an eval split
     engine: str | None = None  # "ray" when the Ray engine wrote it
 
     # -- the JSON form ----------------------------------------------------------------------------
@@ -127,9 +137,10 @@ class Manifest:
         known = {f.name for f in dataclasses.fields(cls)}
         tok = _record(TokenizerRecord, d.get("tokenizer") or {})
         template = _record(TemplateRecord, d.get("template") or {})
-        rest = {k: v for k, v in d.items() if k in known and k not in ("tokenizer", "template", "sources")}
+        rest = {k: v for k, v in d.items() if k in known and k not in ("tokenizer", "template", "sources", "eval")}
         sources = [_record(SourceRecord, s) for s in d.get("sources") or [] if isinstance(s, dict)]
-        return cls(tokenizer=tok, template=template, sources=sources, **{"options": {}, **rest})
+        split = _record(EvalRecord, d["eval"]) if isinstance(d.get("eval"), dict) else None
+        return cls(tokenizer=tok, template=template, sources=sources, eval=split, **{"options": {}, **rest})
 
     # -- what the run used ------------------------------------------------------------------------
     def prepare_options(self, **overrides: Any) -> PrepareOptions:
@@ -222,7 +233,7 @@ def build_manifest(
     cache_key: str = "",
     engine: str | None = None,
     sources: list[SourceRecord] | None = None,
-    eval_split: dict[str, Any] | None = None,
+    eval_split: EvalRecord | None = None,
     mixed: bool = False,
 ) -> Manifest:
     """The manifest of a run. `sources`: per-source records; `mixed`: OUT_DIR holds a sample of the prepared

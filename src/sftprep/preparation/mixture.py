@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sftprep.preparation.manifest import Manifest, SourceRecord
+from sftprep.preparation.manifest import EvalRecord, Manifest, SourceRecord
 from sftprep.preparation.output import ShardWriter
 from sftprep.preparation.sourcing import RunSource
 from sftprep.preparation.stats import Stats
@@ -137,12 +137,12 @@ def source_records(stats: Stats, sources: list[RunSource], mixed: MixResult | No
     return out
 
 
-def eval_record(mixed: MixResult | None) -> dict[str, Any] | None:
+def eval_record(mixed: MixResult | None) -> EvalRecord | None:
     if mixed is None or not any(d.eval_records for d in mixed.draws):
         return None
     records = sum(d.eval_records for d in mixed.draws)
     examples = sum(d.eval_examples for d in mixed.draws)
-    return {"dir": "eval", "records": records, "examples": examples, "shards": list(mixed.eval_shards)}
+    return EvalRecord(EVAL_DIR, records, examples, list(mixed.eval_shards))
 
 
 def eval_manifest(train: Manifest, mixed: MixResult) -> Manifest:

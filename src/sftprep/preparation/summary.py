@@ -77,8 +77,8 @@ def _sources(m: Manifest, out_dir: Path, console: Console) -> None:
         )  # fmt: skip
     console.print(table)
     if m.eval:
-        where = escape(str(out_dir / m.eval["dir"]))
-        console.print(f"  eval split: {m.eval['records']} records, {m.eval['examples']} examples in {where}")
+        where = escape(str(out_dir / m.eval.dir))
+        console.print(f"  eval split: {m.eval.records} records, {m.eval.examples} examples in {where}")
 
 
 _TURN_NOTES = {
