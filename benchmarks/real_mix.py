@@ -41,9 +41,9 @@ SHAPES: dict[str, list[str]] = {
     ],
     "reasoning": ["llama_factory/reason_tool_use_demo_50.jsonl"],
 }
-# Copies of each shape's files: about the issue's proportions (pairs ~2M tokens, multi-turn ~0.4M, tools and
-# reasoning ~0.1M each with qwen2.5), and enough records per shape for a steady rate.
-COPIES = {"pairs": 1, "multiturn": 8, "tools": 12, "reasoning": 24}
+# Copies of each shape's files: about 2.6M tokens per shape with qwen2.5 (glaive's tool schemas are long), so that
+# each shape's rate is steady and a process's startup (about 1 s) weighs alike on each.
+COPIES = {"pairs": 1, "multiturn": 20, "tools": 6, "reasoning": 60}
 
 
 def _records(path: Path) -> list[Any]:
@@ -55,7 +55,7 @@ def _records(path: Path) -> list[Any]:
 
 def ensure_mix(scale: int = 1) -> dict[str, Any]:
     """{"dir", "files": {shape: path}, "records": {shape: n}}; a JSONL file per shape, `scale` times the copies."""
-    h = hashlib.sha256(f"{VERSION}:{scale}".encode())
+    h = hashlib.sha256(f"{VERSION}:{scale}:{sorted(COPIES.items())}".encode())
     for files in SHAPES.values():
         for rel in files:
             p = DATA / rel

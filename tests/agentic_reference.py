@@ -144,6 +144,8 @@ class Reference:
         full = self.render(msgs[: i + 1], tools, False, v)
         start = len(prompt) if full.startswith(prompt) else _same_but_whitespace(prompt, full)
         if start is None:
+            start = _same_header(msgs, i, prompt, full)
+        if start is None:
             at = max(0, common_prefix_len(prompt, full) - 30)
             raise RefError("prefix", f"P_i {snippet(prompt[at : at + 90])} vs R_i {snippet(full[at : at + 90])}")
         tail, tool_turn = full[start:], bool(msgs[i].get("tool_calls"))
@@ -198,6 +200,21 @@ def _same_but_whitespace(prompt: str, full: str) -> int | None:
                 end += len(full[end:]) - len(full[end:].lstrip())
             return end
     return None
+
+
+def _same_header(msgs: list[dict[str, Any]], i: int, prompt: str, full: str) -> int | None:
+    """Where the turn starts in R_i when only the history renders otherwise at inference (Mistral writes the system
+    text into the prompt's last user message only): P_i's text from the last message content before the turn
+    (that content and the header after it) is found in R_i right before the turn's content."""
+    texts = [m.get("content") for m in msgs[:i]]
+    prev = next((t for t in reversed(texts) if isinstance(t, str) and t.strip()), None)
+    if prev is None or prompt.rfind(prev) < 0:
+        return None
+    anchor = prompt[prompt.rfind(prev) :]
+    own = msgs[i].get("content")
+    limit = full.rfind(own.strip()) if isinstance(own, str) and own.strip() else len(full)
+    at = full.rfind(anchor, 0, limit + len(anchor)) if limit >= 0 else -1
+    return at + len(anchor) if at >= 0 and at + len(anchor) <= limit else None
 
 
 def training_template(template: Path | None) -> Path | None:

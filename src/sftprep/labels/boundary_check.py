@@ -58,6 +58,7 @@ def cuts_needing_check(e: Encoded) -> list[int]:
 
 def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
     windows = []
+    independent = tok.splits_at_added  # text on either side of an added token is encoded independently
     for u, e in enumerate(encoded):
         js = cuts_needing_check(e)
         if not js:
@@ -65,11 +66,14 @@ def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
         specials = [s for s in tok.find_added(e.rendered.text) if not _in_plain(s, e)]
         starts = [a for a, _ in specials]  # sorted, and so are the ends (added tokens do not overlap)
         ends = [b for _, b in specials]
+        start_set, end_set = set(starts), set(ends)
         for j in js:
             prev, cur = e.pieces[j - 1], e.pieces[j]
             if prev.plain or cur.plain:
                 continue  # plain-text special strings differ from a joint encoding by design
             c = cur.start
+            if independent and (c in end_set or c in start_set):
+                continue  # an added token on either side: the tokenizer encodes each side on its own
             k = bisect_right(ends, c)  # specials ending at or before the cut: the last one starts the window
             left = max(prev.start, starts[k - 1]) if k else prev.start
             limit = min(c + WINDOW, cur.end)

@@ -85,15 +85,16 @@ def probe_stop(fn: Callable[..., str], s: Setting, role: str, specials: Specials
     if not own.startswith(prompt):
         return None
     body = without_trailer(prompt, own, later, specials)
+    trailer = len(body) < len(own) - len(prompt)  # the template writes text after the last message
     stop = ends_with_marker(body, specials) if markers else None
     if stop is not None:
-        return stop
+        return replace(stop, trailer=trailer)
     end = len(prompt) + len(body)
     if later is not None and later.startswith(own[:end]):
         stop = next_header(body, later[end:], specials)
         if stop is not None:
-            return stop
-    return Stop(body, "", how="none")
+            return replace(stop, trailer=trailer)
+    return Stop(body, "", how="none", trailer=trailer)
 
 
 @dataclass
@@ -155,24 +156,45 @@ class Derivation:
 
     def _aligned(self, i: int) -> TurnResult | Reject | None:
         """A turn whose rendering differs from its prompt only in whitespace (chujiezheng's indented templates
-        write the header otherwise than the generation prompt): the completion is what follows the prompt's
-        text in the turn's rendering."""
+        write the header otherwise than the generation prompt), or only in the history before the turn's header
+        (Mistral): the completion is what follows the prompt's header in the turn's rendering."""
         for s in self.t.settings(self.opts):
             try:
                 prompt, own = self.render(i, True, s), self.render(i + 1, False, s)
             except Exception:
                 continue
             start = whitespace_aligned(prompt, own)
+            if start is None:
+                start = self._after_same_header(i, prompt, own)
             if start is not None:
                 return self._complete(i, s, None, prompt, own, start, aligned=True)
         return None
 
+    def _after_same_header(self, i: int, prompt: str, own: str) -> int | None:
+        """Where the turn starts in `own` when the history renders otherwise at inference (Mistral writes the
+        system message into the last user message of the prompt only) but the turn's header is the same: the
+        prompt's text after the last message before the turn (its content, then the header) is found in `own`
+        right before the turn's own content."""
+        prev = next((m.full_content for m in reversed(self.conv.messages[:i]) if m.full_content.strip()), "")
+        at = prompt.rfind(prev) if prev else -1
+        if at < 0:
+            return None
+        anchor = prev + prompt[at + len(prev) :]  # the last content and everything the prompt writes after it
+        content = self.conv.messages[i].full_content.strip()
+        limit = own.rfind(content) if content else len(own)
+        found = own.rfind(anchor, 0, max(0, limit) + len(anchor))
+        if found < 0 or (content and found + len(anchor) > limit):
+            return None
+        return found + len(anchor)
+
     def _complete(
         self, i: int, s: Setting, edit: Edit, prompt: str, own: str, start: int, aligned: bool
     ) -> TurnResult | Reject:
-        later = self._later(i, s, edit)
-        body = without_trailer(own[:start], own, later, self.specials)
-        stop = self._stop(i, s, own[:start] + body, body, later)
+        stop = self._stop_without_later(i, s, own[start:])
+        if stop is None:
+            later = self._later(i, s, edit)
+            body = without_trailer(own[:start], own, later, self.specials)
+            stop = self._stop(i, s, own[:start] + body, body, later)
         msg = self.conv.messages[i]
         text = stop.text if self.opts.train_on_eos else stop.text[: len(stop.text) - len(stop.added)]
         trained_len = len(text) if self.opts.train_on_eos or stop.added else len(text) - len(stop.stop)
@@ -201,6 +223,19 @@ class Derivation:
             if later != own:  # a template that renders no tool message: the user follow-up shows the trailer
                 return later
         return later
+
+    def _stop_without_later(self, i: int, s: Setting, body: str) -> Stop | None:
+        """The last turn's stop with no render beyond it, where the probes show the template ends turns with a
+        marker and writes nothing after the last message (its rendering ends with its own marker)."""
+        if i < len(self.msgs) - 1:
+            return None  # the conversation's own render goes on after the turn: it is rendered already
+        role = "tool" if self.conv.messages[i].tool_calls else "user"
+        plain, probe = self.t.probe(self.opts, s, "user"), self.t.probe(self.opts, s, role)
+        if plain is None or probe is None or plain.how != "marker" or probe.how != "marker":
+            return None
+        if plain.trailer or probe.trailer:
+            return None
+        return ends_with_marker(body, self.specials)
 
     def _stop(self, i: int, s: Setting, rendered: str, body: str, later: str | None) -> Stop:
         nxt = self.conv.messages[i + 1].role if i + 1 < len(self.msgs) else None

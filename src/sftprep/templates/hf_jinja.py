@@ -53,6 +53,9 @@ class _Budget:
     seconds = RENDER_SECONDS
     max_chars = RENDER_CHARS
     ops = 0
+    # tojson of the same object within one record's renders (a tool list is serialized in every render):
+    # id -> (the object, kwargs, text); the object is held, so its id cannot be reused meanwhile
+    json_cache: dict[int, tuple[Any, tuple[Any, ...], str]] | None = None
 
 
 _BUDGET = _Budget()
@@ -61,13 +64,15 @@ _BUDGET = _Budget()
 @contextmanager
 def render_budget(seconds: float = RENDER_SECONDS, max_chars: int = RENDER_CHARS) -> Iterator[None]:
     """Bound every render inside the block: together at most `seconds`, each at most `max_chars` long."""
-    saved = (_BUDGET.deadline, _BUDGET.seconds, _BUDGET.max_chars)
+    saved = (_BUDGET.deadline, _BUDGET.seconds, _BUDGET.max_chars, _BUDGET.json_cache)
     _BUDGET.deadline = min(saved[0], time.monotonic() + seconds)
     _BUDGET.seconds, _BUDGET.max_chars = seconds, max_chars
+    if _BUDGET.json_cache is None:
+        _BUDGET.json_cache = {}
     try:
         yield
     finally:
-        _BUDGET.deadline, _BUDGET.seconds, _BUDGET.max_chars = saved
+        _BUDGET.deadline, _BUDGET.seconds, _BUDGET.max_chars, _BUDGET.json_cache = saved
 
 
 def _tick() -> None:
@@ -109,10 +114,23 @@ class _BoundedRange(Sequence[int]):
         return repr(self._r)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     """transformers' sandbox, with every render bounded by `render_budget`."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`message.role` on a dict: the item, as the sandbox gives it (an attribute lookup that fails first,
+        then the item, unchecked), without the failed lookup; dict's own attributes (`items`) go the long way."""
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         _tick()
@@ -173,7 +191,16 @@ def _tojson(
     separators: Any = None,
     sort_keys: bool = False,
 ) -> str:
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    cache = _BUDGET.json_cache
+    if cache is None or not isinstance(x, (dict, list)):  # the sandbox is immutable: a dict or list stays as is
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    key = (ensure_ascii, indent, separators if separators is None else tuple(separators), sort_keys)
+    hit = cache.get(id(x))
+    if hit is not None and hit[0] is x and hit[1] == key:
+        return hit[2]
+    text = json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    cache[id(x)] = (x, key, text)
+    return text
 
 
 def _strftime_now(fmt: str) -> str:

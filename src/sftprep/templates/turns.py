@@ -125,6 +125,7 @@ class Stop:
     added: str = ""
     known: bool = True  # the stop is a token of the tokenizer (not only special-looking text)
     how: str = "marker"  # marker | next_header | none
+    trailer: bool = False  # (probes) the template writes text after a conversation's last message
 
 
 def ends_with_marker(body: str, specials: Specials) -> Stop | None:

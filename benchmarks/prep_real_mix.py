@@ -1,0 +1,227 @@
+"""Preparation throughput on the realistic mix (issue #15): per shape and overall, against the tokenizer floor
+and TRL; peak RSS at 1x and 4x; cost per token of 40-turn vs 2-turn conversations.
+
+Run: .venv/bin/python benchmarks/prep_real_mix.py [--tokenizer qwen2.5|llama3] [--workers 0] [--no-trl]
+     [--only all|shapes|trl|rss|turns] [--no-write]
+The mix is benchmarks/real_mix.py (records in their own formats and shapes, tools, reasoning, Chinese).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prep_throughput import _WRAP, _cpu, environment  # noqa: E402
+from real_mix import CACHE, ensure_mix  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RUNS = CACHE / "mix-runs"
+CLI = str(Path(sys.executable).parent / "sftprep")
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Preparation throughput on the realistic mix"
+Result = dict[str, Any]
+
+
+def run_cli(inputs: list[str], out: Path, tok: Path, workers: int) -> Result:
+    """`sftprep prepare` in a fresh process (startup included): wall and CPU seconds, peak RSS, its manifest."""
+    shutil.rmtree(out, ignore_errors=True)  # an up-to-date OUT_DIR would make the run a no-op
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [CLI, "prepare", *inputs, "-o", str(out), "--tokenizer", str(tok), "-q", "--workers", str(workers)]
+    stat = out.parent / f"{out.name}.json"
+    proc = subprocess.run([sys.executable, "-c", _WRAP, str(stat), *cmd], stderr=subprocess.PIPE, text=True)
+    m = json.loads(stat.read_text())
+    if m["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {m['rc']}:\n{proc.stderr}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"seconds": m["s"], "cpu": m["cpu"], "rss_mb": m["kb"] / 1024, "tokens": manifest["tokens"],
+            "manifest": manifest}  # fmt: skip
+
+
+def rendered_texts(files: list[str], tok: Path) -> list[str]:
+    """The texts sftprep encodes (its render of every record; not timed), cached beside the mix."""
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.pipeline import Preparer, load_components
+    from sftprep.read.records import read_records
+
+    out = []
+    opts = PrepareOptions(inputs=files, tokenizer=str(tok))
+    btok, template = load_components(opts)
+    preparer = Preparer(opts, btok, template)
+    for f in files:
+        for raw in read_records(f):
+            out += [u.text for u in preparer.render_record(raw).units]
+    return out
+
+
+def run_floor(texts: list[str], tok: Path) -> Result:
+    """HF tokenizers' `encode_batch` (all cores, offsets included) of the rendered texts, with the tokenizer as
+    sftprep encodes with it (as transformers configures it)."""
+    from sftprep.tokenize.tokenizer import BPETokenizer
+
+    backend = BPETokenizer.load(tok).tokenizer
+    t0, c0 = time.perf_counter(), _cpu()
+    encs = backend.encode_batch(texts, add_special_tokens=False)
+    return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "tokens": sum(len(e.ids) for e in encs)}
+
+
+def run_trl(files: list[str], tok: Path) -> Result:
+    """TRL's SFTTrainer preparation (assistant_only_loss, dataset_num_proc = cores) of the mix as HF messages."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        import datasets
+        from agentic_convert import NotConvertible, to_hf
+        from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+        from transformers import logging as hf_logging
+        from trl import SFTConfig, SFTTrainer
+        from trl import __version__ as trl_version
+
+        datasets.disable_caching()
+        datasets.disable_progress_bars()
+        hf_logging.set_verbosity_error()
+        rows = []
+        for f in files:
+            for line in open(f, encoding="utf-8"):
+                try:
+                    hf = to_hf(json.loads(line))
+                except NotConvertible:
+                    continue
+                rows.append({"messages": json.dumps(hf.messages), "tools": json.dumps(hf.tools)})
+        ds = datasets.Dataset.from_list(rows).map(
+            lambda r: {"messages": json.loads(r["messages"]), "tools": json.loads(r["tools"])}
+        )
+        hft = AutoTokenizer.from_pretrained(str(tok))
+        cfg = Qwen2Config(vocab_size=len(hft), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+        args = SFTConfig(output_dir=str(RUNS / "trl"), assistant_only_loss=True, dataset_num_proc=os.cpu_count(),
+                         max_length=None, report_to="none", use_cpu=True)  # fmt: skip
+        trainer = SFTTrainer(model=Qwen2ForCausalLM(cfg), args=args, train_dataset=ds.select(range(8)),
+                             processing_class=hft)  # fmt: skip
+        t0, c0 = time.perf_counter(), _cpu()
+        out = trainer._prepare_dataset(ds, hft, args, False, None, "bench")
+        return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "tokens": sum(map(len, out["input_ids"])),
+                "records": len(ds), "version": trl_version}  # fmt: skip
+    finally:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+
+
+def tps(r: Result) -> str:
+    return f"{r['tokens'] / r['seconds']:,.0f} tok/s ({r['seconds']:.2f} s wall, {r['cpu']:.2f} s CPU)"
+
+
+def ratio(a: Result, b: Result, per: str = "seconds") -> float:
+    return (a["tokens"] / a[per]) / (b["tokens"] / b[per])
+
+
+def check(ok: bool, target: str) -> str:
+    return f"{target}: {'PASS' if ok else 'FAIL'}"
+
+
+def bench_shapes(mix: Result, tok: Path, workers: int) -> tuple[list[tuple[str, ...]], Result]:
+    rows: list[tuple[str, ...]] = []
+    everything = list(mix["files"].values())
+    floors = {}
+    for shape, f in [*mix["files"].items(), ("all", None)]:
+        files = everything if f is None else [f]
+        ours = run_cli(files, RUNS / f"cli-{shape}", tok, workers)
+        floor = run_floor(rendered_texts(files, tok), tok)
+        floors[shape] = (ours, floor)
+        m = ours["manifest"]
+        target = 0.9 if shape == "all" else 0.7
+        rows.append((
+            shape, f"{m['records_read']:,} records, {m['tokens']:,} tokens, {m['examples_written']:,} examples",
+            tps(ours), tps(floor), f"{ratio(ours, floor):.2f} (per CPU s: {ratio(ours, floor, 'cpu'):.2f})",
+            check(ratio(ours, floor) >= target, f">= {target}"),
+        ))  # fmt: skip
+    return rows, floors["all"][0]
+
+
+def bench_rss(tok: Path, workers: int, one: Result | None) -> list[tuple[str, ...]]:
+    base, big = ensure_mix(1), ensure_mix(4)
+    one = one or run_cli(list(base["files"].values()), RUNS / "rss-1x", tok, workers)
+    four = run_cli(list(big["files"].values()), RUNS / "rss-4x", tok, workers)
+    r = four["rss_mb"] / one["rss_mb"]
+    return [("peak RSS, mix 1x / 4x", f"{one['rss_mb']:,.0f} / {four['rss_mb']:,.0f} MiB", f"{r:.2f}",
+             check(r <= 1.2, "<= 1.2"))]  # fmt: skip
+
+
+def bench_turns(tok: Path) -> list[tuple[str, ...]]:
+    from bench_corpus import ensure_corpus
+
+    import sftprep
+
+    d = Path(ensure_corpus()["dir"])
+    res = {}
+    sftprep.prepare([str(d / "turns-2.jsonl")], out_dir=str(RUNS / "warm"), tokenizer=str(tok))
+    for n in ("2", "40"):
+        shutil.rmtree(RUNS / f"turns-{n}", ignore_errors=True)
+        t0, c0 = time.perf_counter(), _cpu()
+        m = sftprep.prepare([str(d / f"turns-{n}.jsonl")], out_dir=str(RUNS / f"turns-{n}"), tokenizer=str(tok))
+        res[n] = {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "tokens": m["tokens"]}
+    cost = ratio(res["2"], res["40"], "cpu")
+    return [("CPU per token, 40-turn / 2-turn", f"{tps(res['40'])} vs {tps(res['2'])}", f"{cost:.2f}",
+             check(cost <= 1.3, "<= 1.3"))]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokenizer", default="qwen2.5", help="a directory of ../shared/tokenizers")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--only", choices=["all", "shapes", "trl", "rss", "turns"], default="all")
+    ap.add_argument("--no-trl", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    tok = SHARED / "tokenizers" / a.tokenizer
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
+    mix = ensure_mix()
+    sections = []
+    all_run = None
+    if a.only in ("all", "shapes"):
+        rows, all_run = bench_shapes(mix, tok, a.workers)
+        head = "| shape | corpus | sftprep CLI | floor | ratio | target |\n|---|---|---|---|---|---|\n"
+        sections.append(head + "".join("| " + " | ".join(r) + " |\n" for r in rows))
+    other: list[tuple[str, ...]] = []
+    if a.only in ("all", "trl") and not a.no_trl:
+        trl = run_trl(list(mix["files"].values()), tok)
+        ours = all_run or run_cli(list(mix["files"].values()), RUNS / "cli-all", tok, a.workers)
+        other.append((f"TRL {trl['version']} SFTTrainer, dataset_num_proc={os.cpu_count()}",
+                      f"{tps(trl)}; {trl['records']:,} conversations", f"{ratio(ours, trl):.2f}",
+                      check(ratio(ours, trl) >= 5, ">= 5x TRL")))  # fmt: skip
+    if a.only in ("all", "rss"):
+        other += bench_rss(tok, a.workers, all_run)
+    if a.only in ("all", "turns"):
+        other += bench_turns(tok)
+    if other:
+        sections.append("| measure | figures | ratio | target |\n|---|---|---|---|\n"
+                        + "".join("| " + " | ".join(r) + " |\n" for r in other))  # fmt: skip
+    shutil.rmtree(RUNS, ignore_errors=True)
+    body = (
+        f"{SECTION} ({a.tokenizer})\n\n`python benchmarks/prep_real_mix.py --tokenizer {a.tokenizer} --workers "
+        f"{a.workers} --only {a.only}` on {dt.date.today()}, {time.perf_counter() - t0:.0f} s; 1-min load "
+        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. {environment()}.\n\n" + "\n".join(sections)
+    )
+    print("\n" + body)
+    if not a.no_write:
+        text = RESULTS.read_text(encoding="utf-8")
+        key = f"{SECTION} ({a.tokenizer})"
+        start = text.find(key + "\n")
+        if start < 0:
+            text = text.rstrip("\n") + "\n\n" + body
+        else:
+            end = text.find("\n## ", start + len(key))
+            text = text[:start] + body + ("" if end < 0 else text[end:])
+        RESULTS.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
