@@ -257,3 +257,15 @@ def test_null_content_is_no_content_key(tmp_path: Path, content: str | None) -> 
     assert not rejects
     text = hand_decode(rows[0]["input_ids"])
     assert text.count("[has content]") == (1 if content is None else 2)
+
+
+def test_split_turns_name_the_assistant_turn_after_an_untrained_one(tmp_path: Path) -> None:
+    # the one-render path (a skeleton per conversation shape) must count assistant turns, not trained ones
+    rec = chat(("user", "Q1?"), ("assistant", "A1."), ("user", "Q2?"), ("assistant", "A2."), ("user", "Q3?"))
+    rec["messages"].append({"role": "assistant", "content": "A3."})
+    rec["messages"][1]["weight"] = 0
+    for name in ("a", "b"):  # the second record of the shape takes the skeleton path
+        rows, rejects, _ = run(tmp_path / name, CHATML, [rec, rec], mask="split-turns")
+        assert not rejects
+        assert [(r["source_line"], r["turn"]) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+        assert [t for r in rows for _, t in runs(r)] == ["A2.<|im_end|>", "A3.<|im_end|>"] * 2

@@ -26,6 +26,7 @@ class SkeletonTurn:
     start: Position
     end: Position
     slot: int  # the slot holding the message's content, -1 when it has none
+    assistant_index: int = -1  # which assistant message of the conversation it is
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def build_skeleton(rendered: RenderedConversation) -> Skeleton | None:
         if start is None or end is None:
             return None
         slot = slots.index(t.message_index) if t.message_index in slots else -1
-        turns.append(SkeletonTurn(t.message_index, start, end, slot))
+        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index))
     return Skeleton(tuple(literals), tuple(slots), tuple(turns), rendered.tag_disagreements)
 
 
@@ -122,7 +123,7 @@ def rendered_from_skeleton(
         start = starts[t.start[0]] + t.start[1]
         end = starts[t.end[0]] + t.end[1]
         content = spans[t.message_index] or Span(start, start)
-        turns.append(TurnSpan(t.message_index, n, start, end, content, trained[n]))
+        turns.append(TurnSpan(t.message_index, t.assistant_index, start, end, content, trained[n]))
     r = RenderedConversation(text=text, message_spans=spans, turns=turns, conversation=conv)
     r.tag_disagreements = skel.tag_disagreements
     return r
