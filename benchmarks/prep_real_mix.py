@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prep_throughput import _WRAP, _cpu, environment  # noqa: E402
-from real_mix import CACHE, ensure_mix  # noqa: E402
+from prep_throughput import _WRAP, _cpu, environment
+from real_mix import CACHE, ensure_mix
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -91,7 +91,7 @@ def run_trl(files: list[str], tok: Path) -> Result:
         hf_logging.set_verbosity_error()
         rows = []
         for f in files:
-            for line in open(f, encoding="utf-8"):
+            for line in Path(f).read_text(encoding="utf-8").splitlines():
                 try:
                     hf = to_hf(json.loads(line))
                 except NotConvertible:
