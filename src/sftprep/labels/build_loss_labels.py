@@ -146,7 +146,7 @@ class EncodeJob:
     # made of (a Recipe), in order
     recipes: list[Recipe] | None = None
     new_literals: dict[str, int] = field(default_factory=dict)  # stretch text -> index in `normal`
-    fast_texts: list[str] = field(default_factory=list)  # ASCII texts tiktoken encodes in one call
+    fast_texts: list[str] = field(default_factory=list)  # texts tiktoken encodes in one call
 
 
 def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all: bool = False) -> EncodeJob:
@@ -156,7 +156,7 @@ def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all
 
 def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
     """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it):
-    template stretches between added tokens looked up once encoded (literal_segments), ASCII text encoded
+    template stretches between added tokens looked up once encoded (literal_segments), text tiktoken takes encoded
     here by tiktoken where it is exact (fast_bpe), the rest left to the HF batch call."""
     normal: list[str] = []
     plain: list[str] = []
@@ -227,8 +227,8 @@ def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> 
 
 
 def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Part:
-    """`text` for tiktoken's batch (ASCII; resolved after planning), else a text HF encodes with the batch."""
-    if fast is not None and text.isascii() and SEPARATOR not in text:
+    """`text` for tiktoken's batch (text it takes; resolved after planning), else a text HF encodes with the batch."""
+    if fast is not None and SEPARATOR not in text and fast.takes(text):
         job.fast_texts.append(text)
         return Fast(len(job.fast_texts) - 1)
     job.normal.append(text)

@@ -34,7 +34,7 @@ class TokenizerRecord:
     path: str
     sha256: str
     loader: str = "tokenizers"
-    tiktoken_for_ascii: bool = False  # tiktoken stood in for HF on ASCII text (tokenize/fast_bpe.py)
+    tiktoken_fast_path: bool = False  # tiktoken stood in for HF where it gives the same ids (tokenize/fast_bpe.py)
     bos_token: str | None = None
     eos_token: str | None = None
     pad_token: str | None = None
@@ -255,7 +255,7 @@ def build_manifest(
             path=tok.path,
             sha256=tok.sha256,
             loader=tok.loader,
-            tiktoken_for_ascii=tok.fast is not None,
+            tiktoken_fast_path=tok.fast is not None,
             bos_token=tok.bos_token,
             eos_token=tok.eos_token,
             pad_token=tok.pad_token,

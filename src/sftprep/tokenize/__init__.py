@@ -2,7 +2,9 @@
 
 tokenizer.py        BPETokenizer: HF `tokenizers` (Rust) loaded from a tokenizer.json, a directory (encoded as
                     transformers configures it), a .tiktoken file, or the embedded default
-fast_bpe.py         an exact tiktoken stand-in for HF on ASCII text, where it provably gives the same ids
+fast_bpe.py         an exact tiktoken stand-in for HF, where it provably gives the same ids
+regex_agree.py      the non-ASCII characters both regex engines read alike (fast_bpe takes text of them)
+cache.py            where tokenizer analyses are cached
 tiktoken_convert.py a .tiktoken rank file as an HF byte-level BPE
 special_text.py     where user text spells a special token (encoded as plain text)
 literal_segments.py template text between added tokens, encoded once per run

@@ -1,4 +1,4 @@
-"""tiktoken's byte-level BPE as an exact stand-in for HF `tokenizers` on ASCII text (4x less CPU).
+"""tiktoken's byte-level BPE as an exact stand-in for HF `tokenizers` (4x less CPU).
 
 HF's BPE merges, in a pre-token, the adjacent pair that comes first in the merge list; tiktoken merges the
 adjacent pair whose concatenation has the lowest rank (id), and returns a pre-token that is itself a token at
@@ -7,15 +7,22 @@ once. The two give the same ids for a text when (checked once per tokenizer, cac
   them alike on ASCII and they match every character) then ByteLevel, or ByteLevel with its own regex; no
   dropout, no subword prefix, no normalizer but a Unicode normal form (ASCII is in every normal form), no
   truncation or padding, added tokens all normalized or all not (HF's one pass);
-- merges are consistent with ranks: the result's id never decreases along the merge list (M1) and exceeds
-  both parts' ids (M2);
+- merges are consistent with ranks: the result's id never decreases along the merge list (M1), so HF's first
+  listed pair in a pre-token is one whose concatenation has the lowest id (tiktoken's choice) or ties with it;
 - every token of the output is SAFE: tiktoken's own merge sequence for its bytes (lowest id first, leftmost
-  on ties) ends in the token and uses only pairs in the merge list, and no token formed on the way has two
-  listed splits that could overlap (a border). A token formed in a text is formed as in isolation (a merge
-  across its edges would have made it impossible), so every merge tiktoken made was a listed pair, the
-  lowest-ranked formable one, which is also HF's first listed one (M1); equal ranks are one token, formed at
-  disjoint places in either order (M2); and tiktoken's whole-token shortcut is what HF's merges reach.
-The text must be ASCII (both regex engines then agree on letters, digits and whitespace) and the added
+  on ties) ends in the token and uses only pairs in the merge list (Llama 3 and GPT-2 list every split of a
+  token, also splits tiktoken never makes).
+Why: tiktoken's answer for a pre-token is what its merges reach (for a pre-token that is a token, SAFE says
+so). In a text, the parts inside a stretch of bytes that no merge has crossed evolve as tiktoken's merges of
+those bytes alone (each merge inside is the lowest-ranked, leftmost pair inside), so every merge tiktoken
+makes is a step of some output token's sequence: a listed pair. Before each merge both engines hold the same
+parts (induction); tiktoken merges the leftmost pair of lowest rank r, forming S; HF merges the first listed
+adjacent pair, which forms a token of rank <= r (M1) and so S (no formable pair ranks lower). Two pairs
+present at once that both form S are the same split: each stretch holds S's bytes and is a state of the one
+merge sequence of those bytes, which has a single state of two parts. So HF's order among them is by place,
+leftmost first, as tiktoken's.
+The text must be ASCII (both regex engines then agree on letters, digits and whitespace), or made of
+characters both engines read alike and the tokenizer's normal form keeps (regex_agree.py), and the added
 tokens none a prefix of another (tiktoken finds them leftmost-first in no set order, HF leftmost-longest).
 Otherwise, or when an output token is not SAFE, `encode` returns None and HF encodes the text.
 """
@@ -34,6 +41,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from sftprep.tokenize.cache import cache_dir
+from sftprep.tokenize.regex_agree import agreeing, readable
 from sftprep.tokenize.tiktoken_convert import bytes_to_unicode
 
 _UNICODE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
@@ -47,7 +56,7 @@ _CL100K_LIKE = (  # Qwen2's with \p{N}, cl100k's and Llama 3's with \p{N}{1,3}
 KNOWN_PATTERNS = frozenset(
     {_GPT2_PATTERN, _CL100K_LIKE.replace("{DIGITS}", ""), _CL100K_LIKE.replace("{DIGITS}", "{1,3}")}
 )
-ANALYSIS_VERSION = "2"  # part of the cache key: bump when the checks change
+ANALYSIS_VERSION = "4"  # part of the cache key: bump when the checks change
 
 
 # Texts encoded in one call are joined by this string, a special token of the CoreBPE only: tiktoken splits the
@@ -56,15 +65,24 @@ SEPARATOR = "\x00\x1dsftprep\x1d\x00"
 
 
 class FastBPE:
-    def __init__(self, core: Any, safe: np.ndarray, specials: set[str], sep_id: int = -1) -> None:
+    def __init__(
+        self, core: Any, safe: np.ndarray, specials: set[str], sep_id: int = -1, table: np.ndarray | None = None
+    ) -> None:
         self._core = core
         self._safe = safe
         self._specials = specials
         self._sep_id = sep_id  # the id of SEPARATOR in `core` (-1: no batch encode)
+        self._table = table  # regex_agree's table where non-ASCII text may be taken, else None
+
+    def takes(self, text: str) -> bool:
+        """Whether both regex engines split `text` alike (ASCII, or characters regex_agree found read alike)."""
+        if text.isascii():
+            return True
+        return self._table is not None and readable(text, self._table)
 
     def encode(self, text: str) -> np.ndarray | None:
         """The ids HF would give (int32), or None when this text must go to HF."""
-        if not text.isascii():
+        if not self.takes(text):
             return None
         ids = np.frombuffer(self._core.encode_to_tiktoken_buffer(text, self._specials), dtype=np.uint32)
         if len(ids) and not self._safe[ids].all():
@@ -72,11 +90,11 @@ class FastBPE:
         return ids.astype(np.int32)
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray | None]:
-        """`encode` of each text, the ASCII ones in one call into tiktoken."""
+        """`encode` of each text, those it takes in one call into tiktoken."""
         if self._sep_id < 0 or len(texts) < 2:
             return [self.encode(t) for t in texts]
-        if not all(t.isascii() and SEPARATOR not in t for t in texts):
-            keep = [k for k, t in enumerate(texts) if t.isascii() and SEPARATOR not in t]
+        if not self.takes("".join(texts)) or any(SEPARATOR in t for t in texts):
+            keep = [k for k, t in enumerate(texts) if self.takes(t) and SEPARATOR not in t]
             out: list[np.ndarray | None] = [None] * len(texts)
             for k, ids in zip(keep, self.encode_many([texts[k] for k in keep])):
                 out[k] = ids
@@ -108,26 +126,28 @@ def fast_bpe(tok: Tokenizer, identity: str | None = None) -> FastBPE | None:
     raw = None if identity else tok.to_str()
     what = f"identity:{identity}" if identity else raw
     key = hashlib.sha256(f"{ANALYSIS_VERSION}\0{metadata.version('tiktoken')}\0{what}".encode()).hexdigest()
-    path = _cache_dir() / f"{key}.pickle"
+    path = cache_dir("fast_bpe") / f"{key}.pickle"
     try:
         with open(path, "rb") as f:
             found = pickle.load(f)
-        if found is not None and len(found) != 4:
+        if found is not None and len(found) != 5:
             raise ValueError("written by another layout")
     except Exception:  # absent, unreadable or from another layout: analyse again
         found = _analyse(json.loads(raw or tok.to_str()))
         _store(path, found)
     if found is None:
         return None
-    pattern, ranks, added, safe = found
+    pattern, ranks, added, safe, form = found
     sep_id = max([*ranks.values(), *added.values()], default=0) + 1
+    table = agreeing(form or None)
     try:
-        return FastBPE(_tiktoken.CoreBPE(ranks, {**added, SEPARATOR: sep_id}, pattern), safe, set(added), sep_id)
+        core = _tiktoken.CoreBPE(ranks, {**added, SEPARATOR: sep_id}, pattern)
+        return FastBPE(core, safe, set(added), sep_id, table)
     except Exception:  # tiktoken refuses something: HF encodes everything
         return None
 
 
-def _analyse(cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int], np.ndarray] | None:
+def _analyse(cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int], np.ndarray, str] | None:
     pattern = _byte_level_pattern(cfg)
     if pattern is None or cfg.get("truncation") or cfg.get("padding"):
         return None
@@ -143,7 +163,7 @@ def _analyse(cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int]
         return None
     safe = np.concatenate([safe, np.zeros(max(0, max(added.values(), default=0) + 1 - len(safe)), dtype=bool)])
     safe[list(added.values())] = True  # found as whole strings, as HF's added vocabulary finds them
-    return pattern, ranks, added, safe
+    return pattern, ranks, added, safe, (cfg.get("normalizer") or {}).get("type", "")  # "" or a normal form
 
 
 def _store(path: Path, found: object) -> None:
@@ -205,22 +225,19 @@ def _ranks(vocab: dict[str, int], added: dict[str, int]) -> dict[bytes, int] | N
 
 def _compute_safe(model: dict[str, Any]) -> np.ndarray | None:
     vocab: dict[str, int] = model["vocab"]
-    listed: dict[str, set[tuple[str, str]]] = {}
+    listed: set[tuple[str, str]] = set()
     last = -1
     for merge in model["merges"]:
         a, b = merge if isinstance(merge, list) else merge.split(" ", 1)
         r = vocab.get(a + b)
-        if r is None or r < last or r <= vocab.get(a, r) or r <= vocab.get(b, r):
-            return None  # M1 or M2 does not hold
+        if r is None or r < last:
+            return None  # M1 does not hold, or a merge forms no token
         last = r
-        listed.setdefault(a + b, set()).add((a, b))
-    overlap = {t for t, splits in listed.items() if len(splits) > 1 and any(t[:k] == t[-k:] for k in range(1, len(t)))}
+        listed.add((a, b))
     safe = np.zeros(max(vocab.values()) + 1, dtype=bool)
     for token, i in vocab.items():
         history = _isolated_merges(token, vocab)
-        safe[i] = history is not None and all(
-            (a, b) in listed.get(a + b, ()) and a + b not in overlap for a, b in history
-        )
+        safe[i] = history is not None and all(pair in listed for pair in history)
     return safe
 
 
@@ -240,8 +257,3 @@ def _isolated_merges(token: str, vocab: dict[str, int]) -> list[tuple[str, str]]
         history.append((parts[at], parts[at + 1]))
         parts[at : at + 2] = [parts[at] + parts[at + 1]]
     return history if parts == [token] else None
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("SFTPREP_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "sftprep")
-    return Path(root).expanduser() / "fast_bpe"

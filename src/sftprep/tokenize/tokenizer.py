@@ -17,6 +17,7 @@ from typing import Any
 from tokenizers import Encoding, Tokenizer
 
 from sftprep.errors import ConfigError
+from sftprep.tokenize.cache import cache_dir
 from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
 from sftprep.tokenize.literal_segments import LiteralCache
 
@@ -310,14 +311,13 @@ def _cached_backend(d: Path) -> Path | None:
 
 
 def _backend_cache_path(d: Path, transformers_version: str) -> Path | None:
-    root = Path(os.environ.get("SFTPREP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "sftprep")
     h = hashlib.sha256(transformers_version.encode())
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         f = d / name
         if f.is_file():
             h.update(name.encode() + f.read_bytes())
     try:
-        folder = root.expanduser() / "tokenizers"
+        folder = cache_dir("tokenizers")
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None
