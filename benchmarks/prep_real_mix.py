@@ -91,12 +91,13 @@ def run_trl(files: list[str], tok: Path) -> Result:
         hf_logging.set_verbosity_error()
         rows = []
         for f in files:
-            for line in Path(f).read_text(encoding="utf-8").splitlines():
-                try:
-                    hf = to_hf(json.loads(line))
-                except NotConvertible:
-                    continue
-                rows.append({"messages": json.dumps(hf.messages), "tools": json.dumps(hf.tools)})
+            with open(f, encoding="utf-8") as lines:
+                for line in lines:
+                    try:
+                        hf = to_hf(json.loads(line))
+                    except NotConvertible:
+                        continue
+                    rows.append({"messages": json.dumps(hf.messages), "tools": json.dumps(hf.tools)})
         ds = datasets.Dataset.from_list(rows).map(
             lambda r: {"messages": json.loads(r["messages"]), "tools": json.loads(r["tools"])}
         )
