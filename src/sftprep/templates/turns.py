@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 # Strings that look like special tokens, for templates whose markers the tokenizer lacks
 SPECIAL_LOOKING = re.compile(
@@ -54,9 +55,24 @@ class Specials:
     def of(cls, tokens: Iterable[str], eos: str = "", opener: str = "") -> Specials:
         return cls(tuple(sorted({t for t in (*tokens, eos) if t}, key=len, reverse=True)), opener=opener)
 
+    @cached_property
+    def _by_last(self) -> dict[str, tuple[str, ...]]:
+        """The tokens by their last character, longest first (a tokenizer can have hundreds of them)."""
+        out: dict[str, list[str]] = {}
+        for t in self.tokens:
+            out.setdefault(t[-1], []).append(t)
+        return {c: tuple(ts) for c, ts in out.items()}
+
+    @cached_property
+    def _by_first(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for t in self.tokens:
+            out.setdefault(t[0], []).append(t)
+        return {c: tuple(ts) for c, ts in out.items()}
+
     def at_end(self, text: str) -> tuple[str, bool] | None:
         """The special token `text` ends with (longest), and whether the tokenizer knows it."""
-        for t in self.tokens:
+        for t in self._by_last.get(text[-1:], ()):
             if text.endswith(t):
                 return t, True
         if self.looking:
@@ -69,7 +85,7 @@ class Specials:
         """`text` up to and including a special token it starts with after whitespace only."""
         stripped = text.lstrip()
         gap = len(text) - len(stripped)
-        for t in self.tokens:
+        for t in self._by_first.get(stripped[:1], ()):
             if stripped.startswith(t):
                 return text[: gap + len(t)], True
         if self.looking:
