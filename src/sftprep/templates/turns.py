@@ -56,25 +56,19 @@ class Specials:
         return cls(tuple(sorted({t for t in (*tokens, eos) if t}, key=len, reverse=True)), opener=opener)
 
     @cached_property
-    def _by_last(self) -> dict[str, tuple[str, ...]]:
-        """The tokens by their last character, longest first (a tokenizer can have hundreds of them)."""
-        out: dict[str, list[str]] = {}
+    def _lengths(self) -> tuple[tuple[int, frozenset[str]], ...]:
+        """The tokens by length, longest first: a lookup per length (a tokenizer can have hundreds of them,
+        Llama 3's all ending in "|>")."""
+        by: dict[int, set[str]] = {}
         for t in self.tokens:
-            out.setdefault(t[-1], []).append(t)
-        return {c: tuple(ts) for c, ts in out.items()}
-
-    @cached_property
-    def _by_first(self) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {}
-        for t in self.tokens:
-            out.setdefault(t[0], []).append(t)
-        return {c: tuple(ts) for c, ts in out.items()}
+            by.setdefault(len(t), set()).add(t)
+        return tuple((n, frozenset(ts)) for n, ts in sorted(by.items(), reverse=True))
 
     def at_end(self, text: str) -> tuple[str, bool] | None:
         """The special token `text` ends with (longest), and whether the tokenizer knows it."""
-        for t in self._by_last.get(text[-1:], ()):
-            if text.endswith(t):
-                return t, True
+        for n, ts in self._lengths:
+            if n <= len(text) and text[-n:] in ts:
+                return text[-n:], True
         if self.looking:
             found = _special_looking_suffix(text)
             if found is not None:
@@ -85,9 +79,9 @@ class Specials:
         """`text` up to and including a special token it starts with after whitespace only."""
         stripped = text.lstrip()
         gap = len(text) - len(stripped)
-        for t in self._by_first.get(stripped[:1], ()):
-            if stripped.startswith(t):
-                return text[: gap + len(t)], True
+        for n, ts in self._lengths:
+            if stripped[:n] in ts:
+                return text[: gap + n], True
         if self.looking:
             m = SPECIAL_LOOKING.match(stripped)
             if m is not None:
