@@ -19,7 +19,8 @@ import pytest
 from conftest import SHARED_DIR, requires_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import check_reconciliation, iter_output, make_oracle, read_rejects, sftprep_loads_each_tokenizer_once
+from oracle import make_oracle, sftprep_loads_each_tokenizer_once
+from oracle_output import check_reconciliation, iter_output, read_rejects
 
 import sftprep
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import SHARED_DIR, requires_shared
-from oracle import Report, check_reconciliation, iter_output, make_oracle, sftprep_loads_each_tokenizer_once
+from oracle import Report, make_oracle, sftprep_loads_each_tokenizer_once
+from oracle_output import check_reconciliation, iter_output
 
 import sftprep
 
