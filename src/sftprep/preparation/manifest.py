@@ -167,20 +167,7 @@ class Manifest:
         return tok
 
     def render_options(self, tok: BPETokenizer) -> RenderOptions:
-        o = self.prepare_options()
-        return RenderOptions(
-            bos_token=tok.bos_token or "",
-            eos_token=tok.eos_token or "",
-            train_on_eos=o.train_on_eos,
-            train_reasoning=o.train_reasoning,
-            train_tool_calls=o.train_tool_calls,
-            template_vars=o.template_vars,
-            special_tokens_map=tok.special_tokens_map,
-            reasoning_mode=o.reasoning_mode,
-            train_marker_only=o.train_marker_only,
-            render_timeout=o.render_timeout,
-            max_chars=o.max_chars,
-        )
+        return self.prepare_options().render_options(tok)
 
     def components(self) -> tuple[BPETokenizer, ChatTemplate]:
         """The tokenizer and the exact template the run used."""

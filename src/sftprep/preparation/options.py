@@ -8,11 +8,12 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
 from sftprep.errors import ConfigError
 from sftprep.read.columns import ColumnMap
 from sftprep.read.sources import SourceSpec, check_sources, source_from_dict
+from sftprep.templates.base import RenderOptions
 from sftprep.types import (
     FORMATS,
     MASKS,
@@ -31,6 +32,9 @@ from sftprep.types import (
 # not render reasoning; reject: the default variables only.
 
 DEFAULT_SOURCE = "inputs"  # the name of the one source a run of plain input paths has
+
+if TYPE_CHECKING:
+    from sftprep.tokenize.tokenizer import BPETokenizer
 
 
 @dataclass
@@ -136,6 +140,22 @@ class PrepareOptions:
             raise ConfigError(f"--seed {self.seed!r}: expected a whole number")
 
     # -- sources ----------------------------------------------------------------------------------
+    def render_options(self, tok: BPETokenizer) -> RenderOptions:
+        """What the template renders with in a run with these options and this tokenizer."""
+        return RenderOptions(
+            bos_token=tok.bos_token or "",
+            eos_token=tok.eos_token or "",
+            train_on_eos=self.train_on_eos,
+            train_reasoning=self.train_reasoning,
+            train_tool_calls=self.train_tool_calls,
+            template_vars=self.template_vars,
+            special_tokens_map=tok.special_tokens_map,
+            reasoning_mode=self.reasoning_mode,
+            train_marker_only=self.train_marker_only,
+            render_timeout=self.render_timeout,
+            max_chars=self.max_chars,
+        )
+
     def column_map(self) -> ColumnMap:
         return ColumnMap.build(self.columns, self.tags, only_mapped=self.only_mapped_columns)
 

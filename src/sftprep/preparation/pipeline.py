@@ -25,7 +25,7 @@ from sftprep.preparation.options import PrepareOptions
 from sftprep.preparation.stats import FILTER_REASONS, Stats
 from sftprep.read.normalize_conversations import normalize_conversations
 from sftprep.read.system_prompt import maybe_add_system_prompt
-from sftprep.templates.base import ChatTemplate, RenderOptions
+from sftprep.templates.base import ChatTemplate
 from sftprep.templates.loader import load_template, renders_instead
 from sftprep.templates.render_chat_prompt import render_chat_prompt, split_turns
 from sftprep.tokenize.special_text import masked_conversation, needs_marking, placeholder_spans, widen_to_words
@@ -72,19 +72,7 @@ class Preparer:
         self.opts = opts
         self.tok = tok
         self.template = template
-        self.ropts = RenderOptions(
-            bos_token=tok.bos_token or "",
-            eos_token=tok.eos_token or "",
-            train_on_eos=opts.train_on_eos,
-            train_reasoning=opts.train_reasoning,
-            train_tool_calls=opts.train_tool_calls,
-            template_vars=opts.template_vars,
-            special_tokens_map=tok.special_tokens_map,
-            reasoning_mode=opts.reasoning_mode,
-            train_marker_only=opts.train_marker_only,
-            render_timeout=opts.render_timeout,
-            max_chars=opts.max_chars,
-        )
+        self.ropts = opts.render_options(tok)
         self.columns = opts.column_map()
         self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
         _ = tok.fast, tok.literal_cache  # built once here, before any worker process forks
