@@ -93,14 +93,15 @@ class FastBPE:
         """`encode` of each text, those it takes in one call into tiktoken."""
         if self._sep_id < 0 or len(texts) < 2:
             return [self.encode(t) for t in texts]
-        if not self.takes("".join(texts)) or any(SEPARATOR in t for t in texts):
+        joined = SEPARATOR.join(texts)  # ASCII: takes() of it is takes() of every text
+        if not self.takes(joined) or any(SEPARATOR in t for t in texts):
             keep = [k for k, t in enumerate(texts) if self.takes(t) and SEPARATOR not in t]
             out: list[np.ndarray | None] = [None] * len(texts)
             for k, ids in zip(keep, self.encode_many([texts[k] for k in keep])):
                 out[k] = ids
             return out
         allowed = self._specials | {SEPARATOR}
-        ids = np.frombuffer(self._core.encode_to_tiktoken_buffer(SEPARATOR.join(texts), allowed), dtype=np.uint32)
+        ids = np.frombuffer(self._core.encode_to_tiktoken_buffer(joined, allowed), dtype=np.uint32)
         is_sep = ids == self._sep_id
         seps = np.flatnonzero(is_sep)
         if len(seps) != len(texts) - 1:  # cannot happen for texts without SEPARATOR: encode them one by one
