@@ -120,6 +120,30 @@ def hand_decode(ids: Sequence[int]) -> str:
     return "".join(ID_TO_MARKER.get(i, chr(i)) for i in ids)
 
 
+def hand_trained_runs(labels: Sequence[int]) -> list[str]:
+    """The decoded text of every maximal run of trained labels (not -100), in order."""
+    runs: list[list[int]] = []
+    prev = -100
+    for lab in labels:
+        if lab != -100:
+            if prev == -100:
+                runs.append([])
+            runs[-1].append(lab)
+        prev = lab
+    return [hand_decode(r) for r in runs]
+
+
+def hand_labels(text: str, trained: Sequence[str]) -> list[int]:
+    """hand_ids(text), with -100 outside the trained substrings (found in order, left to right)."""
+    labels: list[int] = []
+    pos = 0
+    for part in trained:
+        at = text.index(part, pos)
+        labels += [-100] * len(hand_ids(text[pos:at])) + hand_ids(part)
+        pos = at + len(part)
+    return labels + [-100] * len(hand_ids(text[pos:]))
+
+
 def build_merging_tokenizer(merges: Sequence[tuple[str, str]] = (("a", "b"),), markers: bool = True) -> Tokenizer:
     """The dummy rule plus BPE merges over the whole text (no pre-tokenizer): merged token k has id 300 + k.
     With ("a", "b"), "xab" -> [120, 300]: a joint encoding merges across any cut between "a" and "b", so the

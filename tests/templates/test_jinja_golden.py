@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import DATA_DIR
-from dummy_tokenizer import hand_decode, hand_ids, write_dummy_tokenizer
+from dummy_tokenizer import hand_decode, hand_ids, hand_labels, hand_trained_runs, write_dummy_tokenizer
 
 import sftprep
 
@@ -61,33 +61,11 @@ TOOL_CALL: dict[str, Any] = {
 }
 
 
-def trained_runs(labels: list[int]) -> list[str]:
-    runs: list[list[int]] = []
-    prev = IGNORE
-    for lab in labels:
-        if lab != IGNORE:
-            if prev == IGNORE:
-                runs.append([])
-            runs[-1].append(lab)
-        prev = lab
-    return [hand_decode(r) for r in runs]
-
-
-def expected_labels(text: str, trained: list[str]) -> list[int]:
-    labels: list[int] = []
-    pos = 0
-    for part in trained:
-        at = text.index(part, pos)
-        labels += [IGNORE] * len(hand_ids(text[pos:at])) + hand_ids(part)
-        pos = at + len(part)
-    return labels + [IGNORE] * len(hand_ids(text[pos:]))
-
-
 def check(row: dict[str, Any], text: str, trained: list[str]) -> None:
     assert hand_decode(row["input_ids"]) == text
     assert row["input_ids"] == hand_ids(text)
-    assert row["labels"] == expected_labels(text, trained)
-    assert trained_runs(row["labels"]) == trained
+    assert row["labels"] == hand_labels(text, trained)
+    assert hand_trained_runs(row["labels"]) == trained
 
 
 def prepare(tmp_path: Path, template: str, record: dict[str, Any], **options: Any) -> tuple[list[dict], dict, list]:

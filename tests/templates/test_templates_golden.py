@@ -1,7 +1,7 @@
 """Golden renders of every built-in template through the public API, with the dummy tokenizer.
 
 Each expected text and each trained substring below is written out by hand. The expected ids are
-derived from the literal by the dummy rule (a marker's fixed id, else ord(c)) in `ids_of`, which does
+derived from the literal by the dummy rule (a marker's fixed id, else ord(c)) in `hand_ids`, which does
 not use the tokenizers library; labels must be exactly those ids on the trained substrings and -100
 everywhere else.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dummy_tokenizer import ID_TO_MARKER, MARKER_IDS, write_dummy_tokenizer
+from dummy_tokenizer import hand_decode, hand_ids, hand_labels, hand_trained_runs, write_dummy_tokenizer
 
 import sftprep
 from sftprep.templates.spec import builtin_specs
@@ -30,45 +30,6 @@ CONV: dict[str, Any] = {
         {"role": "assistant", "content": "Paris."},
     ]
 }
-
-
-def ids_of(text: str) -> list[int]:
-    """The dummy rule by hand: at each position the longest marker that starts there, else ord(c)."""
-    markers = sorted(MARKER_IDS, key=len, reverse=True)
-    ids, i = [], 0
-    while i < len(text):
-        m = next((m for m in markers if text.startswith(m, i)), None)
-        ids.append(MARKER_IDS[m] if m else ord(text[i]))
-        i += len(m) if m else 1
-    return ids
-
-
-def text_of(ids: list[int]) -> str:
-    return "".join(ID_TO_MARKER.get(i, chr(i)) for i in ids)
-
-
-def trained_runs(labels: list[int]) -> list[str]:
-    """The decoded text of every maximal run of trained labels, in order."""
-    runs: list[list[int]] = []
-    prev = IGNORE
-    for lab in labels:
-        if lab != IGNORE:
-            if prev == IGNORE:
-                runs.append([])
-            runs[-1].append(lab)
-        prev = lab
-    return [text_of(r) for r in runs]
-
-
-def expected_labels(text: str, trained: list[str]) -> list[int]:
-    """ids_of(text), with -100 outside the trained substrings (found in order, left to right)."""
-    labels: list[int] = []
-    pos = 0
-    for part in trained:
-        at = text.index(part, pos)
-        labels += [IGNORE] * len(ids_of(text[pos:at])) + ids_of(part)
-        pos = at + len(part)
-    return labels + [IGNORE] * len(ids_of(text[pos:]))
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +49,10 @@ def run(
 
 
 def check(row: dict[str, Any], text: str, trained: list[str]) -> None:
-    assert text_of(row["input_ids"]) == text
-    assert row["input_ids"] == ids_of(text)
-    assert row["labels"] == expected_labels(text, trained)
-    assert trained_runs(row["labels"]) == trained
+    assert hand_decode(row["input_ids"]) == text
+    assert row["input_ids"] == hand_ids(text)
+    assert row["labels"] == hand_labels(text, trained)
+    assert hand_trained_runs(row["labels"]) == trained
 
 
 # template -> (bos, eos, expected text, trained substrings); the conversation is CONV.
