@@ -20,7 +20,6 @@ from dummy_tokenizer import hand_decode, hand_ids, hand_labels, hand_trained_run
 
 import sftprep
 
-IGNORE = -100
 TEMPLATES = DATA_DIR / "templates"
 # template -> (bos, eos) of the dummy tokenizer dir it is used with: the tokens its model family has
 TOKENS: dict[str, tuple[str | None, str]] = {

@@ -18,8 +18,6 @@ from dummy_tokenizer import hand_decode, hand_ids, hand_labels, hand_trained_run
 import sftprep
 from sftprep.templates.spec import builtin_specs
 
-IGNORE = -100
-
 SYSTEM = "Be brief."
 CONV: dict[str, Any] = {
     "messages": [
