@@ -74,7 +74,7 @@ class Preparer:
         self.template = template
         self.ropts = opts.render_options(tok)
         self.columns = opts.column_map()
-        self.rstrip_tokens = tuple(t.content for t in tok.tokenizer.get_added_tokens_decoder().values() if t.rstrip)
+        self.rstrip_tokens = tuple(t.content for t in tok.facts.added if t.rstrip)
         _ = tok.fast, tok.literal_cache  # built once here, before any worker process forks
         self.stats = Stats()
 

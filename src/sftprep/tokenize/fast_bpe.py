@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import pickle
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -115,16 +116,17 @@ class FastBPE:
         return [None if bad[k] else out32[bounds[k] + 1 : bounds[k + 1]] for k in range(len(texts))]
 
 
-def fast_bpe(tok: Tokenizer, identity: str | None = None) -> FastBPE | None:
+def fast_bpe(tok: Tokenizer | Callable[[], Tokenizer], identity: str | None = None) -> FastBPE | None:
     """A FastBPE for `tok`, or None when the conditions above do not hold (or tiktoken is missing). What the
     checks find is cached on disk by the tokenizer's serialization (a few seconds the first time), or by
     `identity`, a string that determines the tokenizer (its files' hash and how they were loaded), which
-    spares serializing it (0.1 s for a 150k vocabulary)."""
+    spares serializing it (0.1 s for a 150k vocabulary) and, with `tok` a function that loads it, loading it."""
     try:
         from tiktoken import _tiktoken
     except ImportError:
         return None
-    raw = None if identity else tok.to_str()
+    get = tok if callable(tok) else lambda: tok
+    raw = None if identity else get().to_str()
     what = f"identity:{identity}" if identity else raw
     key = hashlib.sha256(f"{ANALYSIS_VERSION}\0{metadata.version('tiktoken')}\0{what}".encode()).hexdigest()
     path = cache_dir("fast_bpe") / f"{key}.pickle"
@@ -134,7 +136,7 @@ def fast_bpe(tok: Tokenizer, identity: str | None = None) -> FastBPE | None:
         if found is not None and len(found) != 5:
             raise ValueError("written by another layout")
     except Exception:  # absent, unreadable or from another layout: analyse again
-        found = _analyse(json.loads(raw or tok.to_str()))
+        found = _analyse(json.loads(raw or get().to_str()))
         _store(path, found)
     if found is None:
         return None

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata, resources
@@ -18,6 +17,7 @@ from tokenizers import Encoding, Tokenizer
 
 from sftprep.errors import ConfigError
 from sftprep.tokenize.cache import cache_dir
+from sftprep.tokenize.facts import TokenizerFacts, cached_facts, store_facts
 from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
 from sftprep.tokenize.literal_segments import LiteralCache
 
@@ -30,7 +30,7 @@ def default_tokenizer_dir() -> Path:
 
 @dataclass
 class BPETokenizer:
-    tokenizer: Tokenizer
+    backend: Tokenizer | None  # None until first needed: parsed from `backend_file` (see `tokenizer`)
     path: str
     sha256: str
     bos_token: str | None = None
@@ -40,9 +40,36 @@ class BPETokenizer:
     default_template: str | None = None  # a built-in template name recorded by `sftprep tokenizer train`
     config: dict[str, Any] = field(default_factory=dict)
     loader: str = "tokenizers"  # "transformers" when its (possibly reconfigured) backend encodes
+    backend_file: str | None = None  # the serialized backend, for a tokenizer loaded from files
 
     def __post_init__(self) -> None:
-        drop_identities(self.tokenizer)
+        if self.backend is not None:
+            drop_identities(self.backend)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The HF tokenizer. Parsed on first use: a run whose texts all take the tiktoken fast path needs only
+        the facts (cached by the files' identity) and never parses tokenizer.json."""
+        if self.backend is None:
+            assert self.backend_file is not None, "a BPETokenizer needs a backend or a file to load it from"
+            self.backend = drop_identities(_parse(Path(self.backend_file)))
+        return self.backend
+
+    @tokenizer.setter
+    def tokenizer(self, value: Tokenizer) -> None:
+        self.backend = drop_identities(value)
+        self.__dict__.pop("facts", None)
+
+    @cached_property
+    def facts(self) -> TokenizerFacts:
+        """Added tokens, normalizer, start sensitivity, vocabulary size: from the cache when the backend is
+        not parsed yet, else read from it (and cached for a tokenizer loaded from files)."""
+        if self.backend is None and (known := cached_facts(self._identity())) is not None:
+            return known
+        found = TokenizerFacts.read(self.tokenizer)
+        if self.backend_file is not None:
+            store_facts(self._identity(), found)
+        return found
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -63,7 +90,9 @@ class BPETokenizer:
             tok, specials = load_tiktoken(p)
             return cls(tok, str(p), _sha256(p), eos_token=specials.get("eos"), pad_token=specials.get("eos"))
         config_path = p.with_name("tokenizer_config.json")
-        return cls._build(p, config_path if config_path.is_file() else None)
+        tok = cls._build(p, config_path if config_path.is_file() else None)
+        _ = tok.facts
+        return tok
 
     @classmethod
     def _load_dir(cls, d: Path) -> BPETokenizer:
@@ -75,10 +104,9 @@ class BPETokenizer:
             tok = cls._build(tj, cfg if cfg.is_file() else None, cached)
             if tok.chat_template is None:
                 tok.chat_template = _template_beside(d)
-            if cached is not None:
-                tok.loader = "transformers"
-            elif configured:
+            if configured and cached is None:
                 tok._use_transformers_backend(d)
+            _ = tok.facts  # a tokenizer never parsed before is parsed now: a bad file fails here
             return tok
         tiktoken_files = sorted(d.glob("*.tiktoken"))
         if tiktoken_files:
@@ -90,11 +118,8 @@ class BPETokenizer:
 
     @classmethod
     def _build(cls, tokenizer_json: Path, config_path: Path | None, cached: Path | None = None) -> BPETokenizer:
-        """`cached`: transformers' configured backend for this file, already serialized (parsed instead)."""
-        try:
-            tok = Tokenizer.from_file(str(cached or tokenizer_json))
-        except Exception as e:  # the Rust error is the useful part
-            raise ConfigError(f"--tokenizer {tokenizer_json}: cannot load: {e}") from e
+        """`cached`: transformers' configured backend for this file, already serialized (parsed instead, when
+        parsing is needed)."""
         cfg: dict[str, Any] = {}
         if config_path is not None:
             try:
@@ -102,7 +127,7 @@ class BPETokenizer:
             except ValueError as e:
                 raise ConfigError(f"{config_path}: invalid JSON: {e}") from e
         return cls(
-            tok,
+            None,
             str(tokenizer_json.parent if tokenizer_json.name == "tokenizer.json" else tokenizer_json),
             _sha256(tokenizer_json),
             bos_token=_token_str(cfg.get("bos_token")),
@@ -111,6 +136,8 @@ class BPETokenizer:
             chat_template=cfg.get("chat_template"),
             default_template=cfg.get("sftprep_template"),
             config=cfg,
+            loader="transformers" if cached is not None else "tokenizers",
+            backend_file=str(cached or tokenizer_json),
         )
 
     def _use_transformers_backend(self, d: Path) -> None:
@@ -151,30 +178,25 @@ class BPETokenizer:
         return tuple(named.items())
 
     # -- vocabulary ------------------------------------------------------------------------------
-    @cached_property
+    @property
     def added_tokens(self) -> tuple[str, ...]:
         """Strings the tokenizer parses atomically (special or not)."""
-        return tuple(t.content for t in self.tokenizer.get_added_tokens_decoder().values())
+        return tuple(t.content for t in self.facts.added)
 
-    @cached_property
+    @property
     def start_sensitive(self) -> bool:
         """True when text is encoded differently at the start of the input than after a special token
-        (SentencePiece-style `prepend`: Metaspace with prepend_scheme first/always, or a Prepend normalizer),
-        so a piece must be encoded with its left context to get the tokens a joint encoding has."""
-        parts = (self.tokenizer.normalizer, self.tokenizer.pre_tokenizer)  # not to_str(): it holds the vocab
-        configs = [c for p in parts if p is not None for c in _components(json.loads(p.__getstate__()))]
-        return any(
-            c.get("type") == "Prepend" or (c.get("type") == "Metaspace" and c.get("prepend_scheme") != "never")
-            for c in configs
-        )
+        (SentencePiece-style `prepend`), so a piece must be encoded with its left context to get the tokens a
+        joint encoding has."""
+        return self.facts.start_sensitive
 
     @cached_property
     def splits_at_added(self) -> bool:
         """True when the text on either side of an added token is encoded independently of it: no added
         token strips whitespace or must be whole-word, none is matched on normalized text, and the start
         of the input is not special (see literal_segments)."""
-        normalizer = self.tokenizer.normalizer is not None
-        added = list(self.tokenizer.get_added_tokens_decoder().values())
+        normalizer = self.facts.has_normalizer
+        added = self.facts.added
         one_pass = len({t.normalized for t in added}) <= 1  # else HF matches unnormalized ones first
         return (
             one_pass
@@ -187,7 +209,7 @@ class BPETokenizer:
         """tiktoken's BPE where it gives exactly this tokenizer's ids (ASCII text, see fast_bpe.py)."""
         if not self.splits_at_added or self.start_sensitive:
             return None
-        return fast_bpe(self.tokenizer, self._identity())
+        return fast_bpe(lambda: self.tokenizer, self._identity())
 
     def _identity(self) -> str:
         """What determines `self.tokenizer`: its files' hash, its configuration, how it was loaded (transformers'
@@ -209,7 +231,7 @@ class BPETokenizer:
 
     @cached_property
     def special_ids(self) -> frozenset[int]:
-        return frozenset(self.tokenizer.get_added_tokens_decoder())
+        return frozenset(t.id for t in self.facts.added)
 
     @property
     def special_pattern(self) -> re.Pattern[str] | None:
@@ -217,7 +239,7 @@ class BPETokenizer:
 
     @cached_property
     def _special_re(self) -> re.Pattern[str] | None:
-        specials = [t.content for t in self.tokenizer.get_added_tokens_decoder().values() if t.special]
+        specials = [t.content for t in self.facts.added if t.special]
         return _alternation(specials)
 
     @cached_property
@@ -234,8 +256,7 @@ class BPETokenizer:
     @cached_property
     def _special_starts(self) -> tuple[str, ...]:
         """First characters of the special tokens (`"<"` for most): text without any has none of them."""
-        added = self.tokenizer.get_added_tokens_decoder().values()
-        return tuple(sorted({t.content[0] for t in added if t.special and t.content})) or ("",)
+        return tuple(sorted({t.content[0] for t in self.facts.added if t.special and t.content})) or ("",)
 
     def find_added(self, text: str) -> list[tuple[int, int]]:
         """Where `text` has an added token (special or not): the tokenizer splits the text there."""
@@ -243,10 +264,17 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+        return self.facts.vocab_size
 
     def token_to_id(self, token: str | None) -> int | None:
-        return None if token is None else self.tokenizer.token_to_id(token)
+        if token is None:
+            return None
+        added = self._added_ids.get(token)
+        return added if added is not None else self.tokenizer.token_to_id(token)
+
+    @cached_property
+    def _added_ids(self) -> dict[str, int]:
+        return {t.content: t.id for t in self.facts.added}
 
     @property
     def pad_id(self) -> int:
@@ -363,10 +391,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _components(cfg: Any) -> Iterator[dict[str, Any]]:
-    """A normalizer or pre-tokenizer configuration and, for a Sequence, each of its members (recursively)."""
-    if isinstance(cfg, dict):
-        yield cfg
-        for key in ("normalizers", "pretokenizers"):
-            for member in cfg.get(key) or ():
-                yield from _components(member)
+def _parse(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust error is the useful part
+        raise ConfigError(f"--tokenizer {path}: cannot load: {e}") from e
