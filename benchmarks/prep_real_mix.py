@@ -216,6 +216,9 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     tok = SHARED / "tokenizers" / a.tokenizer
+    # the bytecode an installed package has (pip compiles it at install; an editable install writes it on first
+    # import unless PYTHONDONTWRITEBYTECODE is set, as on the machine these figures were taken on)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "sftprep")], check=True)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     mix = ensure_mix()
     sections = []

@@ -43,3 +43,21 @@ def test_a_text_tiktoken_cannot_take_is_none_in_place() -> None:
     out = fast.encode_many(["abc", unsafe, "def"])
     assert out[1] is None and out[0] is not None and out[2] is not None
     assert SEPARATOR not in "abc"
+
+
+def test_encode_with_offsets_gives_hf_ids_and_character_spans() -> None:
+    tok = BPETokenizer.load(QWEN)
+    fast = tok.fast
+    assert fast is not None
+    rng = random.Random(1)
+    pieces = ["你好，世界", "naïve café", " — ", "😀 ok", "Ünïcödé"]
+    mixed = ["".join(rng.choice([*pieces, *texts()[:40]]) for _ in range(rng.randint(1, 6))) for _ in range(200)]
+    compared = 0
+    for text in texts() + mixed:
+        got = fast.encode_with_offsets(text)
+        if got is None:
+            continue
+        enc = tok.tokenizer.encode(text, add_special_tokens=False)
+        assert (got[0].tolist(), got[1]) == (enc.ids, enc.offsets), text
+        compared += not text.isascii()
+    assert compared > 50  # the non-ASCII texts were compared, not all left to HF

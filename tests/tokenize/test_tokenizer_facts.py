@@ -73,13 +73,16 @@ def test_preparing_fast_path_text_never_parses_the_tokenizer(tmp_path: Path, whe
         pytest.skip(f"{QWEN} is absent")
     d = copy_default(tmp_path) if where == "default" else QWEN
     records = tmp_path / "r.jsonl"
-    conv = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}]
+    said = ["What is 2+2?", "It is 4.", "And 3+3?", "6, with\n\n  spaces"]
+    conv = [{"role": ("user", "assistant")[k % 2], "content": text} for k, text in enumerate(said)]
     records.write_text(json.dumps({"messages": conv}) + "\n", "utf-8")
     opts = PrepareOptions(inputs=[str(records)], tokenizer=str(d), template="chatml" if where == "default" else None)
     assert BPETokenizer.load(d).fast is not None  # the first load of these files: parsed, analysed, cached
     tok, template = load_components(opts)
     assert tok.fast is not None
-    (prepared,) = Preparer(opts, tok, template).process(list(read_records(records)))
-    assert tok.backend is None
+    preparer = Preparer(opts, tok, template)
+    (prepared,) = preparer.process(list(read_records(records)))
+    assert tok.backend is None  # the cuts between the two trained turns were checked by tiktoken
+    assert preparer.stats.boundary_merges == 0 and preparer.stats.split_for_tokenization == 0
     (example,) = prepared.encoded
     assert example.input_ids.tolist() == tok.tokenizer.encode(example.rendered.text, add_special_tokens=False).ids

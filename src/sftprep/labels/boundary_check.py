@@ -95,13 +95,26 @@ def check_boundaries(encoded: list[Encoded], tok: BPETokenizer) -> tuple[list[bo
     ok = [True] * len(encoded)
     if not windows:
         return ok, 0
-    encs = tok.encode_batch([encoded[w.unit].rendered.text[w.left : w.right] for w in windows])
     bad = 0
-    for w, enc in zip(windows, encs):
-        if not _window_agrees(w, enc.ids, enc.offsets, encoded[w.unit]):
+    for w, (ids, offsets) in zip(windows, _joint_encodings(windows, encoded, tok)):
+        if not _window_agrees(w, ids, offsets, encoded[w.unit]):
             ok[w.unit] = False
             bad += 1
     return ok, bad
+
+
+Joint = tuple[np.ndarray | list[int], list[tuple[int, int]]]
+
+
+def _joint_encodings(windows: list[_Window], encoded: list[Encoded], tok: BPETokenizer) -> list[Joint]:
+    """Each window's ids and character offsets: by tiktoken where it gives HF's ids, else by HF (one batch)."""
+    texts = [encoded[w.unit].rendered.text[w.left : w.right] for w in windows]
+    fast = tok.fast
+    out: list[Joint | None] = [fast.encode_with_offsets(t) if fast is not None else None for t in texts]
+    rest = [k for k, o in enumerate(out) if o is None]
+    for k, enc in zip(rest, tok.encode_batch([texts[k] for k in rest])):
+        out[k] = (enc.ids, enc.offsets)
+    return [o for o in out if o is not None]
 
 
 def _window_agrees(w: _Window, ids: list[int], offsets: list[tuple[int, int]], e: Encoded) -> bool:

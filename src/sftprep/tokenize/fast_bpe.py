@@ -90,6 +90,19 @@ class FastBPE:
             return None
         return ids.astype(np.int32)
 
+    def encode_with_offsets(self, text: str) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
+        """`encode` and each token's character span, as HF reports it (a token holding part of a character's
+        bytes spans that whole character)."""
+        ids = self.encode(text)
+        if ids is None:
+            return None
+        ends = np.cumsum([len(self._core.decode_single_token_bytes(int(i))) for i in ids], dtype=np.int64)
+        starts = ends - np.diff(ends, prepend=0)
+        if not text.isascii():
+            char_at = np.repeat(np.arange(len(text)), [len(c.encode("utf-8")) for c in text])
+            starts, ends = char_at[starts], char_at[ends - 1] + 1
+        return ids, list(zip(starts.tolist(), ends.tolist()))
+
     def encode_many(self, texts: list[str]) -> list[np.ndarray | None]:
         """`encode` of each text, those it takes in one call into tiktoken."""
         if self._sep_id < 0 or len(texts) < 2:
