@@ -122,7 +122,11 @@ def prepare(
     shard_size: Annotated[int, typer.Option(help="Examples per Parquet shard.")] = 50_000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
     workers: Annotated[
-        int, typer.Option(help="Worker processes (0: every core, the default). Output is the same bytes for any N.")
+        int,
+        typer.Option(
+            help="Worker processes (0, the default: every core; one process for input under 4 MiB). "
+            "Output is the same bytes for any N."
+        ),
     ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run (same bytes as uninterrupted).")] = False,
     engine: Annotated[str, typer.Option(help="local|ray: where batches are prepared. Output is the same.")] = "local",

@@ -9,6 +9,7 @@ the same bytes.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,9 @@ import pytest
 from dummy_tokenizer import write_dummy_tokenizer
 
 import sftprep
+import sftprep.preparation.run as run_module
 from sftprep.errors import StrictModeError
+from sftprep.preparation.run import AUTO_POOL_MIN_BYTES, worker_count
 
 
 def msg(role: str, content: Any, **extra: Any) -> dict[str, Any]:
@@ -121,7 +124,18 @@ def test_workers_give_the_same_bytes(
         assert manifests[workers] == m
 
 
-def test_workers_zero_means_every_core(inputs: list[str], tok_dir: str, tmp_path: Path) -> None:
+def test_workers_zero_means_every_core_for_input_worth_a_pool() -> None:
+    cores = max(1, os.cpu_count() or 1)
+    assert worker_count(0) == worker_count(0, AUTO_POOL_MIN_BYTES) == cores
+    assert worker_count(0, AUTO_POOL_MIN_BYTES - 1) == 1  # a small input: no pool to start
+    assert worker_count(3, 10) == 3  # an explicit count is kept
+
+
+@pytest.mark.parametrize("pool_from", [0, 1 << 40])  # every input gets a pool / none does
+def test_workers_zero_gives_one_workers_bytes(
+    inputs: list[str], tok_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool_from: int
+) -> None:
+    monkeypatch.setattr(run_module, "AUTO_POOL_MIN_BYTES", pool_from)
     common = {"tokenizer": tok_dir, "template": "chatml", "batch_size": 5, "shard_size": 30}
     sftprep.prepare(inputs, out_dir=str(tmp_path / "one"), workers=1, **common)
     sftprep.prepare(inputs, out_dir=str(tmp_path / "all"), workers=0, **common)

@@ -72,9 +72,18 @@ PARTS = "parts"  # in the staging directory: every prepared example, before samp
 Batch = tuple[int, list[RawRecord]]  # (source index, records)
 
 
-def worker_count(requested: int) -> int:
-    """0 means every core present."""
-    return max(1, os.cpu_count() or 1) if requested <= 0 else requested
+# Below this much input (bytes on disk), `--workers 0` prepares in the one process: starting a pool and
+# warming each worker's caches costs more than the second core gives back (about 1 MB of JSONL).
+AUTO_POOL_MIN_BYTES = 4 << 20
+
+
+def worker_count(requested: int, input_bytes: int | None = None) -> int:
+    """0 means every core present (one process for an input under AUTO_POOL_MIN_BYTES, when its size is given)."""
+    if requested > 0:
+        return requested
+    if input_bytes is not None and input_bytes < AUTO_POOL_MIN_BYTES:
+        return 1
+    return max(1, os.cpu_count() or 1)
 
 
 def run_key(opts: PrepareOptions, files: list[tuple[Path, str]], tok: Any, template: Any) -> str:
@@ -197,7 +206,8 @@ def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int],
     try:
         if not (progress and progress.get("prepared")):
             preparers = [Preparer(s.opts, tok, template) for s in run.sources]
-            results = _results(opts, preparers, islice(_batches(run.sources, preparers, opts), done, None))
+            n_workers = worker_count(opts.workers, sum(_size(f) for f, _ in all_files(run.sources)))
+            results = _results(n_workers, preparers, islice(_batches(run.sources, preparers, opts), done, None))
             for n, result in enumerate(_collecting_less(results), done + 1):
                 _write(result, shards, rejects, opts.strict)
                 stats.merge(result.stats)
@@ -294,8 +304,14 @@ def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, stri
         shards.add(ids, labels, source, line, turn, tv)
 
 
-def _results(opts: PrepareOptions, preparers: list[Preparer], batches: Iterator[Batch]) -> Iterator[BatchResult]:
-    n = worker_count(opts.workers)
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _results(n: int, preparers: list[Preparer], batches: Iterator[Batch]) -> Iterator[BatchResult]:
     if n == 1:
         yield from _overlapped(preparers, batches)
         return
