@@ -17,6 +17,7 @@ SRC = REPO_ROOT / "src"
 ROOMS = [
     "types",
     "errors",
+    "cache",
     "outdir",
     "read",
     "templates",

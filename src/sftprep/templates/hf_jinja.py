@@ -31,6 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from sftprep.errors import TemplateError
+from sftprep.templates.code_cache import cached
 
 RENDER_SECONDS = 10.0  # default time budget of one record's renders
 RENDER_CHARS = 8_000_000  # default maximum characters of one render
@@ -252,9 +253,10 @@ def compile_template(source: str) -> jinja2.Template:
     env.globals["namespace"] = TemplateNamespace
     env.globals["range"] = _BoundedRange
     try:
-        return env.from_string(source)
+        code = cached("compiled", source, lambda: env.compile(source))
     except jinja2.TemplateSyntaxError as e:
         raise TemplateError(f"chat template does not compile: line {e.lineno}: {e.message}") from e
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -283,6 +285,11 @@ def template_variables(source: str, include_assigned: bool = False) -> list[str]
     """Variables a template reads beyond the HF conventions (given with --template-var). Names it also
     assigns are left out unless `include_assigned` (`{% set x = x if x is defined else true %}` reads a
     given x: the reasoning switches are searched among all of them, by rendering)."""
+    kind = "variables+assigned" if include_assigned else "variables"
+    return cached(kind, source, lambda: _template_variables(source, include_assigned))
+
+
+def _template_variables(source: str, include_assigned: bool) -> list[str]:
     ast = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"]).parse(
         _GENERATION_TAG.sub("", _ENDGEN.sub("", source))
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from sftprep.tokenize.cache import cache_dir
+from sftprep.cache import cache_dir
 
 FACTS_VERSION = "1"  # part of the cache key: bump when the fields or how they are read change
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from sftprep.tokenize.cache import cache_dir
+from sftprep.cache import cache_dir
 from sftprep.tokenize.regex_agree import agreeing, readable
 from sftprep.tokenize.tiktoken_convert import bytes_to_unicode
 

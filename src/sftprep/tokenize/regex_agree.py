@@ -29,7 +29,7 @@ from importlib import metadata
 
 import numpy as np
 
-from sftprep.tokenize.cache import cache_dir
+from sftprep.cache import cache_dir
 
 TABLE_VERSION = "1"
 LIMIT = 0x30000  # code points at and above go to HF

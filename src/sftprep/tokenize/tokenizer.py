@@ -15,8 +15,8 @@ from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
+from sftprep.cache import cache_dir
 from sftprep.errors import ConfigError
-from sftprep.tokenize.cache import cache_dir
 from sftprep.tokenize.facts import TokenizerFacts, cached_facts, store_facts
 from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
 from sftprep.tokenize.literal_segments import LiteralCache
