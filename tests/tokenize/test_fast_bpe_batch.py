@@ -45,7 +45,7 @@ def test_a_text_tiktoken_cannot_take_is_none_in_place() -> None:
     assert SEPARATOR not in "abc"
 
 
-def test_encode_with_offsets_gives_hf_ids_and_character_spans() -> None:
+def test_encode_many_with_offsets_gives_hf_ids_and_character_spans() -> None:
     tok = BPETokenizer.load(QWEN)
     fast = tok.fast
     assert fast is not None
@@ -53,8 +53,8 @@ def test_encode_with_offsets_gives_hf_ids_and_character_spans() -> None:
     pieces = ["你好，世界", "naïve café", " — ", "😀 ok", "Ünïcödé"]
     mixed = ["".join(rng.choice([*pieces, *texts()[:40]]) for _ in range(rng.randint(1, 6))) for _ in range(200)]
     compared = 0
-    for text in texts() + mixed:
-        got = fast.encode_with_offsets(text)
+    batch = texts() + mixed
+    for text, got in zip(batch, fast.encode_many_with_offsets(batch), strict=True):
         if got is None:
             continue
         enc = tok.tokenizer.encode(text, add_special_tokens=False)

@@ -110,7 +110,7 @@ def _joint_encodings(windows: list[_Window], encoded: list[Encoded], tok: BPETok
     """Each window's ids and character offsets: by tiktoken where it gives HF's ids, else by HF (one batch)."""
     texts = [encoded[w.unit].rendered.text[w.left : w.right] for w in windows]
     fast = tok.fast
-    out: list[Joint | None] = [fast.encode_with_offsets(t) if fast is not None else None for t in texts]
+    out: list[Joint | None] = [*fast.encode_many_with_offsets(texts)] if fast is not None else [None] * len(texts)
     rest = [k for k, o in enumerate(out) if o is None]
     for k, enc in zip(rest, tok.encode_batch([texts[k] for k in rest])):
         out[k] = (enc.ids, enc.offsets)

@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.ext import Extension
-from jinja2.runtime import Context
+from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
@@ -116,6 +116,10 @@ class _BoundedRange(Sequence[int]):
 
 
 _DICT_ATTRIBUTES = frozenset(dir(dict))
+_LOOP_PROPERTIES = frozenset(
+    {"index0", "index", "revindex", "revindex0", "first", "last", "length", "depth", "depth0"}
+    | {"previtem", "nextitem"}
+)
 
 
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -125,12 +129,16 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """`message.role` on a dict: the item, as the sandbox gives it (an attribute lookup that fails first,
-        then the item, unchecked), without the failed lookup; dict's own attributes (`items`) go the long way."""
+        then the item, unchecked), without the failed lookup; dict's own attributes (`items`) go the long way.
+        `loop.index0`: the property, which the sandbox's checks always let through (public, not a function's
+        or a mutable's); a tool-call template asks for it ~17 times a render."""
         if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
             try:
                 return obj[attribute]
             except KeyError:
                 pass
+        elif type(obj) is LoopContext and attribute in _LOOP_PROPERTIES:
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]

@@ -40,7 +40,7 @@ from sftprep.templates.modes import (
     discover_switches,
     renders_reasoning,
 )
-from sftprep.templates.opacity import content_opaque
+from sftprep.templates.opacity import content_writes
 from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
@@ -276,7 +276,10 @@ class JinjaTemplate:
         skel = self._skeletons[cache_key]
         if skel is None:
             return None
-        text, starts, contents = fill(skel, conv)
+        filled = fill(skel, conv)
+        if filled is None:
+            return None
+        text, starts, contents = filled
         if not skel.opaque and self._render_differs(conv, opts, text, skel):
             return None
         trained = [True] * len(skel.turns)
@@ -308,10 +311,12 @@ class JinjaTemplate:
         full = self.render_messages(messages, sentinel, False, opts)
         if not r.text.startswith(full):
             return None
-        variables = self.variables(messages, sentinel, False, opts)
+        writes = content_writes(self.source_text, self.variables(messages, sentinel, False, opts), full)
+        trimmed = writes if writes is not None and len(writes) == len(skel.slots) else None
         return replace(
             skel,
-            opaque=content_opaque(self.source_text, variables, full),
+            opaque=trimmed is not None,
+            trimmed=trimmed if trimmed is not None and any(trimmed) else (),
             appended=r.text[len(full) :],
             template_vars=tuple(r.template_vars.items()),
             counts=tuple(r.counts.items()),

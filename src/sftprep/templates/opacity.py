@@ -10,9 +10,9 @@ each record renders as the sentinel render with each sentinel replaced by its co
 (non-emptiness is part of the shape).
 
 Observation is caught thus (anything not shown harmless counts as observation):
-- non-empty contents become `_Traced` strs: every str method and dunder flags, except `+` with a plain str
+- non-empty contents become `Traced` strs: every str method and dunder flags, except `+` with a plain str
   (the result stays traced), `str()` (itself), truthiness, and `==`/`!=` with a number, None or Undefined
-  (NotImplemented both ways, as for str). Messages become `_TracedMessage` read-only mappings: `m[key]`,
+  (NotImplemented both ways, as for str). Messages become `TracedMessage` read-only mappings: `m[key]`,
   `m.get`, `key in m`, `len(m)` are allowed (keys are the shape's); the rest flags.
 - the template is compiled again with the production options, filters, tests and globals, instrumented:
   filters and tests flag when an argument may hold content (unknown objects, e.g. iterators, may), bar
@@ -25,29 +25,43 @@ Observation is caught thus (anything not shown harmless counts as observation):
   operand of every `in` / `not in` passes through a guard that flags content (a traced right operand flags
   by itself; containers compare elements through the traced dunders). Autoescape, extends, include and
   import are refused statically (autoescape would escape content with C code).
-Observation raises `_Observed`, a BaseException (no `except Exception` in Jinja or a filter hides it), and
+Observation raises `Observed`, a BaseException (no `except Exception` in Jinja or a filter hides it), and
 is also recorded per render, authoritatively. The output must equal `expected` exactly.
 """
 
 from __future__ import annotations
 
-import types
-from collections import abc
-from collections.abc import Callable, Iterable
-from contextvars import ContextVar
+import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.runtime import Context, Macro, markup_join
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
 from sftprep.errors import TemplateError
 from sftprep.templates.hf_jinja import BoundedEnvironment, compile_template
+from sftprep.templates.traced import (
+    OBSERVED,
+    TRIMS,
+    Observed,
+    Traced,
+    TracedMessage,
+    checked,
+    finalize,
+    holds_content,
+    in_operand,
+    markup_join_checked,
+    observe,
+    str_join_traced,
+    taint_concat,
+    trim_checked,
+)
 
-# Filters that only move values around or reach content only through `_Traced`'s flagging dunders:
+# Filters that only move values around or reach content only through `Traced`'s flagging dunders:
 # length/count: len() of lists and messages is shape, of content flags; default/d: the value unless Undefined
 # (or falsy: emptiness is shape); first/last/list: pick or copy elements, iterating content flags; string:
 # a str unchanged, else str() (a repr of content flags); attr: getattr by a constant name (calling the result
@@ -63,193 +77,8 @@ SAFE_TESTS = frozenset(
     {"defined", "undefined", "none", "boolean", "true", "false", "integer", "float", "number", "string"}
     | {"mapping", "callable", "sequence", "iterable"}
 )
-REFUSED_FILTERS = frozenset({"random"})  # nondeterministic: flags on every call
 _GUARD = "sftprep_opacity_in_operand_"  # the global the `in` rewrite calls
 _REFUSED_NODES = (nodes.EvalContextModifier, nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
-_MAX_DEPTH = 12
-
-
-class _Observed(BaseException):
-    """A content value was observed: the render stops."""
-
-
-_STATE: ContextVar[list[str] | None] = ContextVar("sftprep_opacity_observed", default=None)
-
-
-def _observe(what: str) -> NoReturn:
-    observed = _STATE.get()
-    if observed is not None:
-        observed.append(what)
-    raise _Observed(what)
-
-
-def _flagging(name: str) -> Callable[..., NoReturn]:
-    def observe(*_args: Any, **_kwargs: Any) -> NoReturn:
-        _observe(name)
-
-    observe.__name__ = observe.__qualname__ = name.rpartition(".")[2]
-    return observe
-
-
-# Compared with content, these give NotImplemented both ways (Undefined: False by type) without reading it.
-_NON_STR = (int, float, type(None), jinja2.Undefined)
-
-
-class _Traced(str):
-    """A message content: writing and concatenating it is allowed, anything else flags."""
-
-    def __add__(self, other: object) -> _Traced:  # type: ignore[override]
-        if type(other) not in (str, _Traced):  # Markup, Undefined...: their own semantics would apply
-            _observe("content + non-str")
-        return _Traced(str.__add__(self, other))  # type: ignore[arg-type]
-
-    def __radd__(self, other: object) -> _Traced:
-        if type(other) not in (str, _Traced):
-            _observe("non-str + content")
-        return _Traced(str.__add__(other, self))  # type: ignore[arg-type]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, _NON_STR):  # a str: compares the text
-            _observe("str.__eq__")
-        return NotImplemented  # what str.__eq__ gives: Python falls back to identity, whatever the content
-
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, _NON_STR):
-            _observe("str.__ne__")
-        return NotImplemented
-
-    def __str__(self) -> str:
-        return self
-
-    def __bool__(self) -> bool:
-        return str.__len__(self) > 0
-
-
-# Needed for the type machinery itself; everything else callable on str and not defined above flags (incl.
-# __hash__, __len__, __iter__, __getitem__, __contains__, __lt__, __mod__, __rmod__, __mul__, __format__,
-# __repr__, format, strip...). __hash__ is None in vars(_Traced) (it defines __eq__): it is overridden too.
-_STR_EXEMPT = frozenset({"__class__", "__getattribute__", "__new__", "__init__", "__init_subclass__"})
-_STR_EXEMPT |= {"__subclasshook__", "__doc__"}
-for _name in dir(str):
-    if _name not in _STR_EXEMPT and vars(_Traced).get(_name) is None and callable(getattr(str, _name)):
-        setattr(_Traced, _name, _flagging(f"str.{_name}"))
-
-
-class _TracedMessage(abc.Mapping):  # type: ignore[type-arg]
-    """A message dict, read-only: lookups by key are allowed (keys are the shape), the rest flags.
-    No attribute is named like a message key (Jinja's `message.content` tries getattr first)."""
-
-    __slots__ = ("__data",)
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.__data = data
-
-    def _fields(self) -> dict[str, Any]:
-        return self.__data
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.__data[key]
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self.__data.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.__data
-
-    def __len__(self) -> int:
-        return len(self.__data)
-
-    __iter__ = _flagging("message.__iter__")
-
-
-for _name in ("keys", "items", "values", "copy", "fromkeys", "__eq__", "__ne__", "__str__", "__repr__"):
-    setattr(_TracedMessage, _name, _flagging(f"message.{_name}"))  # __hash__ stays None, as for dict
-
-
-_SCALARS = (str, int, float, complex, type(None), range, jinja2.Undefined)  # str: plain or Markup, not _Traced
-_CALLABLES = (Macro, types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.BuiltinMethodType)
-_SEQUENCES = (list, tuple, set, frozenset, abc.KeysView, abc.ValuesView, abc.ItemsView)
-
-
-def _holds_content(x: Any, depth: int = 0) -> bool:
-    """Whether x is or may contain a content value; unknown objects (iterators, loops...) may."""
-    if isinstance(x, _Traced):
-        return True
-    if isinstance(x, (*_SCALARS, *_CALLABLES)):  # a macro's body is instrumented itself
-        return False
-    if depth >= _MAX_DEPTH:
-        return True
-    if isinstance(x, _TracedMessage):
-        x = x._fields()
-    elif isinstance(x, Namespace):
-        x = object.__getattribute__(x, "_Namespace__attrs")
-    if isinstance(x, dict):
-        return any(_holds_content(k, depth + 1) or _holds_content(v, depth + 1) for k, v in x.items())
-    if isinstance(x, _SEQUENCES):
-        return any(_holds_content(v, depth + 1) for v in x)
-    if isinstance(x, slice):
-        return any(_holds_content(v, depth + 1) for v in (x.start, x.stop, x.step))
-    return True
-
-
-def _wrap(kind: str, name: str, func: Callable[..., Any], value_may_hold: bool) -> Callable[..., Any]:
-    pass_arg = getattr(func, "jinja_pass_arg", None)
-    skip = 0 if pass_arg is None else 1  # the context / eval context / environment Jinja passes first
-    checked_from = skip + 1 if value_may_hold else skip
-
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        if (
-            name in REFUSED_FILTERS
-            or any(_holds_content(a) for a in args[checked_from:])
-            or any(_holds_content(v) for v in kwargs.values())
-        ):
-            _observe(f"{kind} {name!r}")
-        return func(*args, **kwargs)
-
-    if pass_arg is not None:
-        checked.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
-    return checked
-
-
-def _taint_concat(parts: Iterable[str]) -> str:
-    """ "".join that keeps the taint: captured output holding content stays traced."""
-    buf = list(parts)
-    text = "".join(buf)
-    return _Traced(text) if any(isinstance(p, _Traced) for p in buf) else text
-
-
-def _str_join(seq: Iterable[Any]) -> str:  # `~`: jinja2.runtime.str_join, taint kept
-    return _taint_concat(map(str, seq))
-
-
-def _markup_join(seq: Iterable[Any]) -> str:  # autoescape only (refused): flag content
-    buf = list(seq)
-    if any(_holds_content(x) for x in buf):
-        _observe("markup_join")
-    return markup_join(buf)
-
-
-def _printable(x: Any, depth: int = 0) -> bool:
-    """Data whose str() is the same in every render: no content, no object with an address in its repr."""
-    if isinstance(x, _SCALARS):
-        return not isinstance(x, _Traced)
-    if depth >= _MAX_DEPTH or not isinstance(x, (list, tuple, dict)):
-        return False
-    items = [*x.keys(), *x.values()] if isinstance(x, dict) else x
-    return all(_printable(v, depth + 1) for v in items)
-
-
-def _finalize(value: Any) -> Any:
-    """Every `{{ ... }}` value: writing content is the allowed sink; writing a repr of content is not."""
-    if not isinstance(value, _Traced) and not _printable(value):
-        _observe(f"output of a {type(value).__name__}")
-    return value
-
-
-def _in_operand(value: Any) -> Any:
-    if isinstance(value, _Traced):
-        _observe("content as the left operand of `in`")
-    return value
 
 
 class _OpacityEnvironment(BoundedEnvironment):
@@ -258,41 +87,41 @@ class _OpacityEnvironment(BoundedEnvironment):
     refused: tuple[Any, ...] = ()  # functions whose every call flags (date, randomness)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if obj is _in_operand:
+        if obj is in_operand:
             return obj(*args)
         if any(obj is f for f in self.refused):
-            _observe(f"call of {getattr(obj, '__name__', 'a refused global')}")
-        if isinstance(getattr(obj, "__self__", None), _Traced):
-            _observe("a method of content")
+            observe(f"call of {getattr(obj, '__name__', 'a refused global')}")
+        if isinstance(getattr(obj, "__self__", None), Traced):
+            observe("a method of content")
         if not (isinstance(obj, Macro) or (isinstance(obj, type) and issubclass(obj, Namespace))) and (
-            any(_holds_content(a) for a in args)
-            or any(_holds_content(v) for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars"))
+            any(holds_content(a) for a in args)
+            or any(holds_content(v) for k, v in kwargs.items() if k not in ("_loop_vars", "_block_vars"))
         ):
-            _observe(f"call of {getattr(obj, '__name__', type(obj).__name__)} with content")
+            observe(f"call of {getattr(obj, '__name__', type(obj).__name__)} with content")
         return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "+":
-            if (isinstance(left, _Traced) and type(right) not in (str, _Traced)) or (
-                isinstance(right, _Traced) and type(left) not in (str, _Traced)
+            if (isinstance(left, Traced) and type(right) not in (str, Traced)) or (
+                isinstance(right, Traced) and type(left) not in (str, Traced)
             ):
-                _observe("+ of content and a non-str")
-        elif _holds_content(left) or _holds_content(right):
-            _observe(f"operator {operator} on content")
+                observe("+ of content and a non-str")
+        elif holds_content(left) or holds_content(right):
+            observe(f"operator {operator} on content")
         return super().call_binop(context, operator, left, right)
 
     def call_unop(self, context: Context, operator: str, arg: Any) -> Any:
-        if _holds_content(arg):
-            _observe(f"unary {operator} on content")
+        if holds_content(arg):
+            observe(f"unary {operator} on content")
         return super().call_unop(context, operator, arg)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        if _holds_content(argument):
-            _observe("subscript by content")
+        if holds_content(argument):
+            observe("subscript by content")
         return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        if isinstance(getattr(value, "__self__", None), _Traced):
+        if isinstance(getattr(value, "__self__", None), Traced):
             return None  # content.format: the traced method itself flags when called
         return super().wrap_str_format(value)
 
@@ -329,13 +158,15 @@ def _instrumented(source: str) -> jinja2.Template | None:
     )
     if prod.autoescape or prod.finalize is not None:
         return None
-    env.filters = {n: _wrap("filter", n, f, n in SAFE_FILTERS) for n, f in prod.filters.items()}
-    env.tests = {n: _wrap("test", n, f, n in SAFE_TESTS) for n, f in prod.tests.items()}
+    env.filters = {n: checked("filter", n, f, n in SAFE_FILTERS) for n, f in prod.filters.items()}
+    env.tests = {n: checked("test", n, f, n in SAFE_TESTS) for n, f in prod.tests.items()}
+    if "trim" in env.filters:
+        env.filters["trim"] = trim_checked(env.filters["trim"])
     env.globals.update(prod.globals)
-    env.globals[_GUARD] = _in_operand
+    env.globals[_GUARD] = in_operand
     env.refused = tuple(prod.globals[n] for n in ("strftime_now", "lipsum", "cycler") if n in prod.globals)
-    env.finalize = _finalize
-    env.concat = _taint_concat  # type: ignore[method-assign]
+    env.finalize = finalize
+    env.concat = taint_concat  # type: ignore[method-assign]
     ast = env.parse(source)
     if any(True for _ in ast.find_all(_REFUSED_NODES)):
         return None
@@ -343,37 +174,88 @@ def _instrumented(source: str) -> jinja2.Template | None:
     ast.set_environment(env)
     template = env.template_class.from_code(env, env.compile(ast), env.make_globals(None), None)
     module_globals = template.root_render_func.__globals__  # the generated module's: blocks and macros share it
-    module_globals["str_join"] = _str_join
-    module_globals["markup_join"] = _markup_join
+    module_globals["str_join"] = str_join_traced
+    module_globals["markup_join"] = markup_join_checked
     return template
 
 
 def why_not_opaque(source: str, variables: dict[str, Any], expected: str) -> str | None:
     """None when the render never observes a content value and gives `expected`; else the reason."""
-    template = _instrumented(source)
-    if template is None:
-        return "the template cannot be instrumented"
+    return _trace(source, variables, expected, None)[0]
+
+
+def content_writes(source: str, variables: dict[str, Any], expected: str) -> tuple[bool, ...] | None:
+    """As content_opaque, but `| trim` of a whole content value is allowed: for each content written, in the
+    order of the output, whether it went through `| trim` (so a record's render holds `content.strip()`
+    there); None where the render observes content otherwise or differs from `expected`. The contents must be
+    distinct, their own strip(), and written nowhere but as themselves (the skeleton's sentinels are).
+    Soundness: trim is then one fixed function of the content (str.strip), applied to whole values whose
+    result is only placed; its result is non-empty for the contents the skeleton is filled with
+    (whitespace-only ones take the exact path), so truthiness is still the shape's."""
     messages = variables.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        return "messages is not a list of dicts"
+        return None
+    contents = [m.get("content") for m in messages]
+    contents = [c for c in contents if isinstance(c, str) and c]
+    if len(set(contents)) != len(contents) or any(c.strip() != c for c in contents):
+        return None
+    trims: dict[str, str] = {}
+    for k, c in enumerate(contents):
+        marker = f"{_TRIMMED[0]}{k}{_TRIMMED[1]}"
+        if marker in expected or any(marker in x for x in contents):
+            return None
+        trims[c] = trims[marker] = marker
+    reason, text = _trace(source, variables, expected, trims)
+    if reason is not None or text is None:
+        return None
+    back = {marker: c for c, marker in trims.items() if c != marker}
+    plain = set(contents)
+    flags: list[bool] = []
+
+    def restore(m: re.Match[str]) -> str:
+        flags.append(m.group() in back)
+        return back.get(m.group(), m.group())
+
+    alternatives = sorted([*back, *plain], key=len, reverse=True)
+    text = re.sub("|".join(map(re.escape, alternatives)), restore, text) if alternatives else text
+    return tuple(flags) if text == expected else None
+
+
+_TRIMMED = ("\ue002", "\ue003")  # private-use characters around a trimmed content's number
+
+
+def _trace(
+    source: str, variables: dict[str, Any], expected: str, trims: dict[str, str] | None
+) -> tuple[str | None, str | None]:
+    """(None, the output) when the render never observes a content value (`| trim` of one in `trims` aside)
+    and, without `trims`, gives `expected`; else (the reason, None)."""
+    template = _instrumented(source)
+    if template is None:
+        return "the template cannot be instrumented", None
+    messages = variables.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return "messages is not a list of dicts", None
     traced = [
-        _TracedMessage({k: _Traced(v) if k == "content" and isinstance(v, str) and v else v for k, v in m.items()})
+        TracedMessage({k: Traced(v) if k == "content" and isinstance(v, str) and v else v for k, v in m.items()})
         for m in messages
     ]
     observed: list[str] = []
-    token = _STATE.set(observed)
+    token, trims_token = OBSERVED.set(observed), TRIMS.set(trims)
     try:
         ctx = template.new_context({**template.environment.globals, **variables, "messages": traced}, shared=True)
         text = "".join(template.root_render_func(ctx))
-    except _Observed as e:
-        return f"observed: {e}"
+    except Observed as e:
+        return f"observed: {e}", None
     except Exception as e:
-        return f"observed: {observed[0]}" if observed else f"the render raised {type(e).__name__}"
+        return (f"observed: {observed[0]}" if observed else f"the render raised {type(e).__name__}"), None
     finally:
-        _STATE.reset(token)
+        OBSERVED.reset(token)
+        TRIMS.reset(trims_token)
     if observed:  # an exception swallowed on the way (never by Jinja itself): still observed
-        return f"observed: {observed[0]}"
-    return None if text == expected else "the output differs from expected"
+        return f"observed: {observed[0]}", None
+    if trims is None and text != expected:
+        return "the output differs from expected", None
+    return None, text
 
 
 def content_opaque(source: str, variables: dict[str, Any], expected: str) -> bool:

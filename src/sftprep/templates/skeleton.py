@@ -3,8 +3,9 @@
 A skeleton is the render of a conversation with the same roles whose contents are unique sentinels,
 with every trainable span derived there by the exact (multi-render) method. Filling a skeleton with a
 record's contents gives its text and spans. Where one instrumented render of the shape shows that the
-template never looks inside contents (opacity.py), that is the record's render; otherwise the record's
-own render must equal it, or the record goes through the exact method (trim, startswith, '<think>' in...).
+template never looks inside contents (opacity.py), or only through `| trim` of whole contents (then the slot
+is filled with `content.strip()`), that is the record's render; otherwise the record's own render must equal
+it, or the record goes through the exact method (startswith, '<think>' in...).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Skeleton:
     turns: tuple[SkeletonTurn, ...]
     tag_disagreements: int = 0
     opaque: bool = False  # the template never looks inside contents (opacity.py): no per-record check
+    trimmed: tuple[bool, ...] = ()  # per slot, opaque only: the template writes `content | trim` there
     appended: str = ""  # text after the full render: the last turn's stop the render lacks (next header, eos)
     template_vars: tuple[tuple[str, object], ...] = ()
     counts: tuple[tuple[str, int], ...] = ()
@@ -49,8 +51,8 @@ def shape_key(conv: Conversation) -> tuple[object, ...] | None:
     for m in conv.messages:
         if m.tool_calls or m.reasoning is not None or m.name or m.tool_call_id or _OPEN in m.full_content:
             return None
-        if m.content_null:
-            return None
+        if m.content_null or (m.full_content and m.full_content.isspace()):
+            return None  # whitespace only: the exact path decides what such a turn trains
         key.append((m.role, bool(m.full_content)))
     return tuple(key)
 
@@ -95,9 +97,14 @@ def _position(x: int, bounds: list[tuple[int, int]]) -> Position | None:
     return (len(bounds), x - literal_start)
 
 
-def fill(skel: Skeleton, conv: Conversation) -> tuple[str, list[int], list[str]]:
-    """The record's text, the start of each literal in it, and the content of each slot."""
+def fill(skel: Skeleton, conv: Conversation) -> tuple[str, list[int], list[str]] | None:
+    """The record's text, the start of each literal in it, and the content of each slot; None when a trimmed
+    slot's content is whitespace only (its emptiness after `| trim` is not the shape's)."""
     contents = [conv.messages[i].full_content for i in skel.slots]
+    if skel.trimmed:
+        contents = [c.strip() if t else c for c, t in zip(contents, skel.trimmed)]
+        if not all(contents):
+            return None
     parts: list[str] = []
     starts: list[int] = []
     pos = 0

@@ -36,6 +36,7 @@ import pickle
 from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class FastBPE:
         self._specials = specials
         self._sep_id = sep_id  # the id of SEPARATOR in `core` (-1: no batch encode)
         self._table = table  # regex_agree's table where non-ASCII text may be taken, else None
+        self._lengths: dict[int, int] = {}
 
     def takes(self, text: str) -> bool:
         """Whether both regex engines split `text` alike (ASCII, or characters regex_agree found read alike)."""
@@ -90,18 +92,28 @@ class FastBPE:
             return None
         return ids.astype(np.int32)
 
-    def encode_with_offsets(self, text: str) -> tuple[np.ndarray, list[tuple[int, int]]] | None:
-        """`encode` and each token's character span, as HF reports it (a token holding part of a character's
-        bytes spans that whole character)."""
-        ids = self.encode(text)
-        if ids is None:
-            return None
-        ends = np.cumsum([len(self._core.decode_single_token_bytes(int(i))) for i in ids], dtype=np.int64)
-        starts = ends - np.diff(ends, prepend=0)
-        if not text.isascii():
-            char_at = np.repeat(np.arange(len(text)), [len(c.encode("utf-8")) for c in text])
-            starts, ends = char_at[starts], char_at[ends - 1] + 1
-        return ids, list(zip(starts.tolist(), ends.tolist()))
+    def encode_many_with_offsets(self, texts: list[str]) -> list[tuple[np.ndarray, list[tuple[int, int]]] | None]:
+        """`encode_many` and each token's character span, as HF reports it (a token holding part of a
+        character's bytes spans that whole character)."""
+        out: list[tuple[np.ndarray, list[tuple[int, int]]] | None] = []
+        for text, ids in zip(texts, self.encode_many(texts)):
+            if ids is None:
+                out.append(None)
+                continue
+            ends = list(accumulate(map(self._token_length, ids.tolist())))
+            starts = [0, *ends[:-1]]
+            if not text.isascii():
+                char_at = [k for k, c in enumerate(text) for _ in range(len(c.encode("utf-8")))]
+                starts, ends = [char_at[a] for a in starts], [char_at[b - 1] + 1 for b in ends]
+            out.append((ids, list(zip(starts, ends))))
+        return out
+
+    def _token_length(self, token: int) -> int:
+        """The byte length of a token (looked up once per token)."""
+        n = self._lengths.get(token)
+        if n is None:
+            n = self._lengths[token] = len(self._core.decode_single_token_bytes(token))
+        return n
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray | None]:
         """`encode` of each text, those it takes in one call into tiktoken."""
