@@ -2,7 +2,7 @@
 and TRL; peak RSS at 1x and 4x; cost per token of 40-turn vs 2-turn conversations.
 
 Run: .venv/bin/python benchmarks/prep_real_mix.py [--tokenizer qwen2.5|llama3] [--workers 0] [--no-trl]
-     [--only all|shapes|trl|rss|turns|scaling] [--no-write]
+     [--only all|shapes|trl|rss|turns|scaling] [--no-write] [--scale N]
 The mix is benchmarks/real_mix.py (records in their own formats and shapes, tools, reasoning, Chinese).
 """
 
@@ -214,13 +214,14 @@ def main() -> None:
     ap.add_argument("--only", choices=["all", "shapes", "trl", "rss", "turns", "scaling"], default="all")
     ap.add_argument("--no-trl", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--scale", type=int, default=1, help="copies of the mix (llama3 makes fewer tokens of it)")
     a = ap.parse_args()
     tok = SHARED / "tokenizers" / a.tokenizer
     # the bytecode an installed package has (pip compiles it at install; an editable install writes it on first
     # import unless PYTHONDONTWRITEBYTECODE is set, as on the machine these figures were taken on)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "sftprep")], check=True)
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    mix = ensure_mix()
+    mix = ensure_mix(a.scale)
     sections = []
     all_run = None
     if a.only in ("all", "shapes"):
@@ -251,15 +252,18 @@ def main() -> None:
         sections.append("| measure | figures | ratio | target |\n|---|---|---|---|\n"
                         + "".join("| " + " | ".join(r) + " |\n" for r in other))  # fmt: skip
     shutil.rmtree(RUNS, ignore_errors=True)
+    title = f"{SECTION} ({a.tokenizer}, {a.only}{f', scale {a.scale}' if a.scale != 1 else ''})"
+    scale = f" --scale {a.scale}" if a.scale != 1 else ""
     body = (
-        f"{SECTION} ({a.tokenizer}, {a.only})\n\n`python benchmarks/prep_real_mix.py --tokenizer {a.tokenizer} "
-        f"--workers {a.workers} --only {a.only}` on {dt.date.today()}, {time.perf_counter() - t0:.0f} s; 1-min load "
-        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. {environment()}.\n\n" + "\n".join(sections)
+        f"{title}\n\n`python benchmarks/prep_real_mix.py --tokenizer {a.tokenizer} "
+        f"--workers {a.workers} --only {a.only}{scale}` on {dt.date.today()}, {time.perf_counter() - t0:.0f} s; "
+        f"1-min load {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end. {environment()}.\n\n"
+        + "\n".join(sections)
     )
     print("\n" + body)
     if not a.no_write:
         text = RESULTS.read_text(encoding="utf-8")
-        key = f"{SECTION} ({a.tokenizer}, {a.only})"
+        key = title
         start = text.find(key + "\n")
         if start < 0:
             text = text.rstrip("\n") + "\n\n" + body

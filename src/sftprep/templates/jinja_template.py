@@ -276,6 +276,9 @@ class JinjaTemplate:
         skel = self._skeletons[cache_key]
         if skel is None:
             return None
+        specials = self.specials(opts)
+        if any(m.role == "assistant" and specials.only_specials(m.full_content) for m in conv.messages):
+            return None  # a turn of special-token strings only: the exact path decides whether it trains
         filled = fill(skel, conv)
         if filled is None:
             return None
