@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -52,6 +50,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {str(path)!r} does not exist; fix: check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--config {str(path)!r} cannot be read ({exc})") from None
+    import yaml  # only for a data config (10 ms of every run's start-up otherwise)
+
     try:
         data = tomllib.loads(text) if p.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
