@@ -64,6 +64,11 @@ class Specials:
             by.setdefault(len(t), set()).add(t)
         return tuple((n, frozenset(ts)) for n, ts in sorted(by.items(), reverse=True))
 
+    @cached_property
+    def _first_chars(self) -> frozenset[str]:
+        """Characters a special token (or, with `looking`, special-looking text: "<", "[") can start with."""
+        return frozenset({t[0] for t in self.tokens} | ({"<", "["} if self.looking else set()))
+
     def at_end(self, text: str) -> tuple[str, bool] | None:
         """The special token `text` ends with (longest), and whether the tokenizer knows it."""
         for n, ts in self._lengths:
@@ -91,7 +96,7 @@ class Specials:
     def only_specials(self, text: str) -> bool:
         """`text` is nothing but special tokens and whitespace (and has at least one token)."""
         rest = text.strip()
-        if not rest:
+        if not rest or rest[0] not in self._first_chars:  # no token starts there (the common case, cheaply)
             return False
         while rest:
             lead = self.leading(rest)
