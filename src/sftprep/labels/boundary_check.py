@@ -59,6 +59,7 @@ def cuts_needing_check(e: Encoded) -> list[int]:
 def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
     windows = []
     independent = tok.splits_at_added  # text on either side of an added token is encoded independently
+    fast = tok.fast
     for u, e in enumerate(encoded):
         js = cuts_needing_check(e)
         if not js:
@@ -74,6 +75,8 @@ def find_windows(encoded: list[Encoded], tok: BPETokenizer) -> list[_Window]:
             c = cur.start
             if independent and (c in end_set or c in start_set):
                 continue  # an added token on either side: the tokenizer encodes each side on its own
+            if fast is not None and fast.splits_after_newline(e.rendered.text, c):
+                continue  # a header's "\n" then content: a pre-token boundary either way (fast_bpe.py)
             k = bisect_right(ends, c)  # specials ending at or before the cut: the last one starts the window
             left = max(prev.start, starts[k - 1]) if k else prev.start
             limit = min(c + WINDOW, cur.end)

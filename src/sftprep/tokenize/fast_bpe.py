@@ -58,6 +58,9 @@ _CL100K_LIKE = (  # Qwen2's with \p{N}, cl100k's and Llama 3's with \p{N}{1,3}
 KNOWN_PATTERNS = frozenset(
     {_GPT2_PATTERN, _CL100K_LIKE.replace("{DIGITS}", ""), _CL100K_LIKE.replace("{DIGITS}", "{1,3}")}
 )
+# Patterns under which a cut after "\n" and before a character that is not whitespace is a pre-token boundary
+# of the joint text and leaves both sides' pre-tokens as they are alone (FastBPE.splits_after_newline).
+_NEWLINE_CUT_PATTERNS = frozenset({_CL100K_LIKE.replace("{DIGITS}", ""), _CL100K_LIKE.replace("{DIGITS}", "{1,3}")})
 ANALYSIS_VERSION = "4"  # part of the cache key: bump when the checks change
 
 
@@ -68,7 +71,13 @@ SEPARATOR = "\x00\x1dsftprep\x1d\x00"
 
 class FastBPE:
     def __init__(
-        self, core: Any, safe: np.ndarray, specials: set[str], sep_id: int = -1, table: np.ndarray | None = None
+        self,
+        core: Any,
+        safe: np.ndarray,
+        specials: set[str],
+        sep_id: int = -1,
+        table: np.ndarray | None = None,
+        pattern: str = "",
     ) -> None:
         self._core = core
         self._safe = safe
@@ -76,6 +85,21 @@ class FastBPE:
         self._sep_id = sep_id  # the id of SEPARATOR in `core` (-1: no batch encode)
         self._table = table  # regex_agree's table where non-ASCII text may be taken, else None
         self._lengths: dict[int, int] = {}
+        self._newline_cuts = pattern in _NEWLINE_CUT_PATTERNS
+
+    def splits_after_newline(self, text: str, cut: int) -> bool:
+        r"""Whether encoding text[:cut] and text[cut:] apart gives the ids of encoding them together, for a cut
+        right after "\n" and before a character that is not whitespace, under Qwen2's / cl100k's / Llama 3's
+        split pattern. Every alternative of it that can hold "\n" is `\s*[\r\n]+`, ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        or a whitespace one: none can take the next character (not whitespace), the newline alternative comes
+        before `\s+(?!\S)` (the one lookahead) and matches wherever a whitespace run ends in "\n", and letters,
+        digits and contractions hold no "\n". So a pre-token ends at the cut in both texts, each side's
+        pre-tokens are its own, and BPE never merges across pre-tokens. The next character must be one both
+        regex engines read alike (`takes`); Python's isspace() covers Unicode's White_Space (the engines' \s)."""
+        if not self._newline_cuts or not 0 < cut < len(text) or text[cut - 1] != "\n":
+            return False
+        nxt = text[cut]
+        return not nxt.isspace() and self.takes(nxt)
 
     def takes(self, text: str) -> bool:
         """Whether both regex engines split `text` alike (ASCII, or characters regex_agree found read alike)."""
@@ -170,7 +194,7 @@ def fast_bpe(tok: Tokenizer | Callable[[], Tokenizer], identity: str | None = No
     table = agreeing(form or None)
     try:
         core = _tiktoken.CoreBPE(ranks, {**added, SEPARATOR: sep_id}, pattern)
-        return FastBPE(core, safe, set(added), sep_id, table)
+        return FastBPE(core, safe, set(added), sep_id, table, pattern)
     except Exception:  # tiktoken refuses something: HF encodes everything
         return None
 
