@@ -5,9 +5,9 @@ source, what was computed, the Jinja and Python versions and the code that compu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import marshal
-import os
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from sftprep.cache import cache_dir
+from sftprep.cache import cache_dir, store
 
 T = TypeVar("T")
 
@@ -28,13 +28,8 @@ def cached(kind: str, source: str, compute: Callable[[], T]) -> T:
     except Exception:  # absent, unreadable or truncated: compute again
         pass
     value = compute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        tmp.write_bytes(marshal.dumps(value))
-        os.replace(tmp, path)
-    except (OSError, ValueError):  # unwritable, or a value marshal cannot store: computed each time
-        pass
+    with contextlib.suppress(ValueError):  # a value marshal cannot store: computed each time
+        store(path, marshal.dumps(value))
     return value
 
 

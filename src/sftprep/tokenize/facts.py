@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from sftprep.cache import cache_dir
+from sftprep.cache import cache_dir, store
 
 FACTS_VERSION = "1"  # part of the cache key: bump when the fields or how they are read change
 
@@ -70,14 +69,7 @@ def cached_facts(identity: str) -> TokenizerFacts | None:
 
 
 def store_facts(identity: str, facts: TokenizerFacts) -> None:
-    path = facts_path(identity)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        tmp.write_text(facts.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    store(facts_path(identity), facts.to_json().encode("utf-8"))
 
 
 def _start_sensitive(tok: Tokenizer) -> bool:

@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from itertools import accumulate
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from sftprep.cache import cache_dir
+from sftprep.cache import cache_dir, store
 from sftprep.tokenize.regex_agree import agreeing, readable
 from sftprep.tokenize.tiktoken_convert import bytes_to_unicode
 
@@ -186,7 +184,7 @@ def fast_bpe(tok: Tokenizer | Callable[[], Tokenizer], identity: str | None = No
             raise ValueError("written by another layout")
     except Exception:  # absent, unreadable or from another layout: analyse again
         found = _analyse(json.loads(raw or get().to_str()))
-        _store(path, found)
+        store(path, pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL))
     if found is None:
         return None
     pattern, ranks, added, safe, form = found
@@ -216,17 +214,6 @@ def _analyse(cfg: dict[str, Any]) -> tuple[str, dict[bytes, int], dict[str, int]
     safe = np.concatenate([safe, np.zeros(max(0, max(added.values(), default=0) + 1 - len(safe)), dtype=bool)])
     safe[list(added.values())] = True  # found as whole strings, as HF's added vocabulary finds them
     return pattern, ranks, added, safe, (cfg.get("normalizer") or {}).get("type", "")  # "" or a normal form
-
-
-def _store(path: Path, found: object) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        with open(tmp, "wb") as f:
-            pickle.dump(found, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def _byte_level_pattern(cfg: dict[str, Any]) -> str | None:

@@ -22,14 +22,14 @@ The table depends only on the libraries' versions and the form: computed once (a
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import unicodedata
 from functools import lru_cache
 from importlib import metadata
 
 import numpy as np
 
-from sftprep.cache import cache_dir
+from sftprep.cache import cache_dir, store
 
 TABLE_VERSION = "1"
 LIMIT = 0x30000  # code points at and above go to HF
@@ -56,13 +56,9 @@ def agreeing(form: str | None = None) -> np.ndarray | None:
     except Exception:  # absent or unreadable: compute again
         pass
     table = compute(form)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.part.npy")
-        np.save(tmp, table)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    buf = io.BytesIO()
+    np.save(buf, table)
+    store(path, buf.getvalue())
     return table
 
 

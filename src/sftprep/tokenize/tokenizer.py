@@ -14,6 +14,7 @@ from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
+from sftprep.cache import store
 from sftprep.errors import ConfigError
 from sftprep.tokenize.facts import TokenizerFacts, cached_facts, store_facts
 from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
@@ -23,7 +24,6 @@ from sftprep.tokenize.tokenizer_files import (
     cached_backend,
     sha256_file,
     template_beside,
-    write_atomic,
 )
 
 DEFAULT_TOKENIZER = "default"
@@ -162,7 +162,7 @@ class BPETokenizer:
         except Exception:  # transformers cannot load it: the raw tokenizer.json stays in use
             return
         if cached is not None:
-            write_atomic(cached, backend.to_str())
+            store(cached, backend.to_str().encode("utf-8"))
         self.tokenizer = drop_identities(backend)
         self.loader = "transformers"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -35,15 +34,6 @@ def backend_cache_path(d: Path, transformers_version: str) -> Path | None:
     except OSError:
         return None
     return folder / f"{h.hexdigest()}.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    try:
-        tmp = path.with_suffix(f".{os.getpid()}.part")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def template_beside(d: Path) -> str | None:
