@@ -88,9 +88,20 @@ def _counts(d: Derivation, ok: list[TurnResult]) -> dict[str, int]:
         c["reasoning_dropped"] += r.edit == "drop" or (
             d.opts.reasoning_mode == "non-thinking" and msg.reasoning is not None
         )
-        c["content_not_rendered"] += bool(msg.full_content.strip()) and msg.full_content.strip() not in r.text
-        c["tool_calls_not_rendered"] += sum(1 for call in msg.tool_calls if call.name not in r.text)
+        c.update(text_counts(msg, r.text))
     return {k: v for k, v in sorted(c.items()) if v}
+
+
+TEXT_COUNTS = ("content_not_rendered", "tool_calls_not_rendered")  # read in a turn's text: not the shape's
+
+
+def text_counts(msg: Message, text: str) -> dict[str, int]:
+    """A turn's counts that depend on its text (`text`: what the model generates for it)."""
+    content = msg.full_content.strip()
+    return {
+        "content_not_rendered": int(bool(content) and content not in text),
+        "tool_calls_not_rendered": sum(1 for call in msg.tool_calls if call.name not in text),
+    }
 
 
 def apply_generation_ranges(r: RenderedConversation, ranges: list[tuple[int, int]]) -> int:

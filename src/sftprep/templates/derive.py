@@ -120,6 +120,7 @@ class Derivation:
         self.t, self.conv, self.msgs, self.opts = tmpl, conv, messages, opts
         self.specials = tmpl.specials(opts)
         self._renders: dict[tuple[object, ...], str] = {}
+        self.log: list[tuple[list[dict[str, Any]], bool, Setting, str]] | None = None  # every render, if a list
 
     def render(self, upto: int, gen: bool, s: Setting = DEFAULT, edit: Edit = None, follow: Any = None) -> str:
         key = (upto, gen, s, edit, id(follow))
@@ -127,8 +128,14 @@ class Derivation:
             msgs = [edited(m, edit[1]) if edit and k == edit[0] else m for k, m in enumerate(self.msgs[:upto])]
             if follow is not None:
                 msgs.append(follow)
-            self._renders[key] = self.t.render_messages(msgs, self.conv, gen, self.opts, s)
+            self._renders[key] = self._render_messages(msgs, gen, s)
         return self._renders[key]
+
+    def _render_messages(self, msgs: list[dict[str, Any]], gen: bool, s: Setting) -> str:
+        text = self.t.render_messages(msgs, self.conv, gen, self.opts, s)
+        if self.log is not None:
+            self.log.append((msgs, gen, s, text))
+        return text
 
     def full(self, s: Setting = DEFAULT, edit: Edit = None) -> str:
         return self.render(len(self.msgs), False, s, edit)
@@ -199,7 +206,8 @@ class Derivation:
         text = stop.text if self.opts.train_on_eos else stop.text[: len(stop.text) - len(stop.added)]
         trained_len = len(text) if self.opts.train_on_eos or stop.added else len(text) - len(stop.stop)
         content = msg.full_content.strip()
-        at = text.rfind(content) if content else -1
+        body_end = len(text) - len(stop.stop) if stop.stop and text.endswith(stop.stop) else len(text)
+        at = text.rfind(content, 0, body_end) if content else -1  # not inside the stop ('x' of '<|eot|>')
         span = Span(at, at + len(content)) if at >= 0 else Span(0, 0)
         r = TurnResult(i, s, edit[1] if edit else "", prompt, text, trained_len, stop, aligned, span)
         if not self.opts.train_reasoning and msg.reasoning and edit is None:
@@ -286,8 +294,8 @@ class Derivation:
         sentinel = "\ue010SFTPREP_OTHER\ue011"
         msgs = [dict(m, content=sentinel) if k == j else m for k, m in enumerate(self.msgs[: r.index + 1])]
         try:
-            prompt = self.t.render_messages(msgs[:-1], self.conv, True, self.opts, r.setting)
-            own = self.t.render_messages(msgs, self.conv, False, self.opts, r.setting)
+            prompt = self._render_messages(msgs[:-1], True, r.setting)
+            own = self._render_messages(msgs, False, r.setting)
         except Exception:
             return True
         if r.aligned:  # the turn's text is the end of its own render

@@ -14,12 +14,13 @@ record's content is null, reasoning under `reasoning_content` and `thinking`, `t
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 import jinja2
 
-from sftprep.templates.assemble import to_rendered
+from sftprep.templates.assemble import TEXT_COUNTS, text_counts, to_rendered
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
 from sftprep.templates.derive import Derivation, TurnResult, probe_stop
 from sftprep.templates.hf_jinja import (
@@ -40,11 +41,13 @@ from sftprep.templates.modes import (
     discover_switches,
     renders_reasoning,
 )
-from sftprep.templates.opacity import content_writes
+from sftprep.templates.opacity import content_placements
 from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
     fill,
+    generated_texts,
+    is_sealed,
     rendered_from_skeleton,
     sentinel_conversation,
     shape_key,
@@ -244,19 +247,25 @@ class JinjaTemplate:
     def _render(
         self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions
     ) -> list[RenderedConversation] | Reject:
+        return to_rendered(*self._derive(conv, messages, opts))
+
+    def _derive(
+        self, conv: Conversation, messages: list[dict[str, Any]], opts: RenderOptions, log: bool = False
+    ) -> tuple[Derivation, list[TurnResult | Reject]]:
         if opts.reasoning_mode == "non-thinking":  # reasoning is never generated: leave it out everywhere
             messages = [without_reasoning(m) for m in messages]
         d = Derivation(self, conv, messages, opts)
+        if log:
+            d.log = []
         results: list[TurnResult | Reject] = []
         for i, msg in enumerate(conv.messages):
             if is_trainable_assistant(msg) and (opts.train_tool_calls or not msg.tool_calls):
                 results.append(d.turn(i))
-        return to_rendered(d, results)
+        return d, results
 
     def _render_from_skeleton(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | None:
-        """The shape's skeleton filled with the record's contents, when it reproduces the record's render
-        exactly: always, for a shape whose template was shown never to look inside contents (opacity.py);
-        otherwise checked by one render of the record. None: take the exact path."""
+        """The record as its shape's skeleton filled with its contents (its turns left out for the shape, or
+        the record left out whole, as the shape's derivation left them out). None: take the exact path."""
         key = shape_key(conv)
         if key is None:
             return None
@@ -267,6 +276,8 @@ class JinjaTemplate:
             opts.train_on_eos,
             opts.reasoning_mode,
             opts.train_marker_only,
+            opts.train_reasoning,
+            opts.train_tool_calls,
             *self._opts_key(opts),
         )
         if cache_key not in self._skeletons:
@@ -279,51 +290,90 @@ class JinjaTemplate:
         specials = self.specials(opts)
         if any(m.role == "assistant" and specials.only_specials(m.full_content) for m in conv.messages):
             return None  # a turn of special-token strings only: the exact path decides whether it trains
+        where = f"{conv.source_file}:{conv.source_line}"
+        if skel.rejected is not None:
+            return Reject(conv.source_file, conv.source_line, skel.rejected[0], where + skel.rejected[1])
         filled = fill(skel, conv)
         if filled is None:
             return None
         text, starts, contents = filled
-        if not skel.opaque and self._render_differs(conv, opts, text, skel):
-            return None
         trained = [True] * len(skel.turns)
         r = rendered_from_skeleton(skel, conv, text, starts, contents, trained)
         r.template_vars = dict(skel.template_vars)
-        r.counts = dict(skel.counts)
+        counts = Counter(dict(skel.counts))
+        for t, generated in zip(skel.turns, generated_texts(skel, text, starts), strict=True):
+            counts.update(text_counts(conv.messages[t.message_index], generated))
+        r.counts = {k: v for k, v in sorted(counts.items()) if v}
+        r.dropped_turns = [
+            Reject(conv.source_file, conv.source_line, reason, where + detail, turn=turn)
+            for reason, detail, turn in skel.dropped
+        ]
         return [r]
 
-    def _render_differs(self, conv: Conversation, opts: RenderOptions, text: str, skel: Skeleton) -> bool:
-        """The record's own render is not `text` (the template reads inside contents)."""
-        own = self.render_messages([message_to_hf(m) for m in conv.messages], conv, False, opts)
-        return not text.startswith(own) or text[len(own) :] != skel.appended
-
     def _build_skeleton(self, conv: Conversation, opts: RenderOptions) -> Skeleton | None:
+        """The shape's skeleton from the exact derivation of its sentinel conversation, where every render the
+        derivation made is shown to place contents only (opacity.py; trimmed or not, each content alike in all
+        of them): turns left out with nothing to train, a record left out whole, and tools, tool calls,
+        reasoning and names (sealed: never read) are then the shape's too. None: the exact path (a template
+        that reads contents; one full render equal to the filled skeleton would not show its prompts are)."""
         sentinel = sentinel_conversation(conv)
         messages = [message_to_hf(m) for m in sentinel.messages]
         try:
-            rendered = self._render(sentinel, messages, opts)
+            d, results = self._derive(sentinel, messages, opts, log=True)
+            rendered = to_rendered(d, results)
+            full = d.full()
         except (TemplateTimeout, *RENDER_ERRORS):
             return None
-        if isinstance(rendered, Reject) or len(rendered) != 1 or rendered[0].turn >= 0:
+        dropped = [r for r in results if isinstance(r, Reject)]
+        where = f"{sentinel.source_file}:{sentinel.source_line}"
+        if any(r.reason != "nothing_to_train" or not r.message.startswith(where) for r in dropped):
+            return None  # other reasons quote the record's text
+        trims = self._placements(d, sentinel, opts)
+        if trims is None:
+            return None
+        if isinstance(rendered, Reject):
+            return Skeleton(
+                (), (), (), sealed=is_sealed(conv), rejected=(rendered.reason, rendered.message[len(where) :])
+            )
+        if len(rendered) != 1 or rendered[0].turn >= 0:
             return None
         r = rendered[0]
-        if r.dropped_turns or r.template_vars != opts.template_vars:
+        if r.template_vars != opts.template_vars or not r.text.startswith(full):
             return None
-        skel = build_skeleton(r)
+        ok = [x for x in results if isinstance(x, TurnResult)]
+        skel = build_skeleton(r, [len(x.prompt) + len(x.text) for x in ok])
         if skel is None:
             return None
-        full = self.render_messages(messages, sentinel, False, opts)
-        if not r.text.startswith(full):
+        if [c for c, _ in trims] != [sentinel.messages[i].content for i in skel.slots]:
             return None
-        writes = content_writes(self.source_text, self.variables(messages, sentinel, False, opts), full)
-        trimmed = writes if writes is not None and len(writes) == len(skel.slots) else None
+        flags = tuple(t for _, t in trims)
         return replace(
             skel,
-            opaque=trimmed is not None,
-            trimmed=trimmed if trimmed is not None and any(trimmed) else (),
+            trimmed=flags if any(flags) else (),
             appended=r.text[len(full) :],
             template_vars=tuple(r.template_vars.items()),
-            counts=tuple(r.counts.items()),
+            counts=tuple((k, v) for k, v in r.counts.items() if k not in TEXT_COUNTS),
+            sealed=is_sealed(conv),
+            dropped=tuple((x.reason, x.message[len(where) :], x.turn) for x in dropped),
         )
+
+    def _placements(
+        self, d: Derivation, sentinel: Conversation, opts: RenderOptions
+    ) -> tuple[tuple[str, bool], ...] | None:
+        """The contents the full render writes, in order, and whether trimmed; None unless every render of the
+        derivation only places contents, each content trimmed in all of them or in none."""
+        assert d.log is not None
+        trimmed: dict[str, bool] = {}
+        full: tuple[tuple[str, bool], ...] | None = None
+        for msgs, gen, s, text in [*d.log, (d.msgs, False, DEFAULT, d.full())]:
+            placed = content_placements(self.source_text, self.variables(msgs, sentinel, gen, opts, s), text)
+            if placed is None:
+                return None
+            for content, flag in placed:
+                if trimmed.setdefault(content, flag) != flag:
+                    return None
+            full = placed
+        return full
 
 
 def _reject(conv: Conversation, reason: str, detail: str) -> Reject:

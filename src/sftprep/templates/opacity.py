@@ -1,19 +1,24 @@
 """Prove, by one instrumented render per conversation shape, that a chat template never looks inside contents.
 
-Soundness. Within a shape (roles, which contents are empty; no tools, tool calls, reasoning or names) every
-input but the non-empty contents is identical for all records: special tokens, template variables, roles,
-keys, add_generation_prompt, the empty contents. The template is deterministic (strftime_now, lipsum, cycler
-and `random` are refused). If a render never observes a content value (no method, comparison, hash, length,
-iteration, subscript, formatting, filter, test or call reads it) and only concatenates contents and writes
-them out, every branch taken and every literal written is the same function of the shape for any contents:
-each record renders as the sentinel render with each sentinel replaced by its content. Truthiness is allowed
-(non-emptiness is part of the shape).
+Soundness. Within a shape (roles, which contents are empty or null, which messages have tool calls,
+reasoning, names or tool_call_ids, whether there are tools) every input but the non-empty contents and the
+sealed values is identical for all records: special tokens, template variables, roles, keys,
+add_generation_prompt, the empty contents. Sealed values (every message key but role and content, and
+`tools`) are never read: a lookup of one flags (`key in message` and `len(message)` are the shape's), and
+`tools` stands in as a value whose every use flags (identity and type tests answer as for a list). The
+template is deterministic (strftime_now, lipsum, cycler and `random` are refused). If a render never
+observes a content value (no method, comparison, hash, length, iteration, subscript, formatting, filter,
+test or call reads it) and only concatenates contents and writes them out, every branch taken and every
+literal written is the same function of the shape for any contents: each record renders as the sentinel
+render with each sentinel replaced by its content. Truthiness is allowed (non-emptiness is part of the
+shape). The skeleton path (jinja_template.py) traces every render of the shape's derivation this way.
 
 Observation is caught thus (anything not shown harmless counts as observation):
 - non-empty contents become `Traced` strs: every str method and dunder flags, except `+` with a plain str
   (the result stays traced), `str()` (itself), truthiness, and `==`/`!=` with a number, None or Undefined
   (NotImplemented both ways, as for str). Messages become `TracedMessage` read-only mappings: `m[key]`,
-  `m.get`, `key in m`, `len(m)` are allowed (keys are the shape's); the rest flags.
+  `m.get`, `key in m`, `len(m)` are allowed (keys are the shape's), but not for sealed keys; the rest flags.
+  A generator given to a filter or test is drained first (its items are checked, then handed on).
 - the template is compiled again with the production options, filters, tests and globals, instrumented:
   filters and tests flag when an argument may hold content (unknown objects, e.g. iterators, may), bar
   SAFE sets that only move values or reach content through traced dunders; calls likewise, bar macros,
@@ -48,6 +53,7 @@ from sftprep.templates.traced import (
     OBSERVED,
     TRIMS,
     Observed,
+    Sealed,
     Traced,
     TracedMessage,
     checked,
@@ -185,9 +191,16 @@ def why_not_opaque(source: str, variables: dict[str, Any], expected: str) -> str
 
 
 def content_writes(source: str, variables: dict[str, Any], expected: str) -> tuple[bool, ...] | None:
+    """content_placements' trim flags."""
+    placed = content_placements(source, variables, expected)
+    return None if placed is None else tuple(trimmed for _, trimmed in placed)
+
+
+def content_placements(source: str, variables: dict[str, Any], expected: str) -> tuple[tuple[str, bool], ...] | None:
     """As content_opaque, but `| trim` of a whole content value is allowed: for each content written, in the
     order of the output, whether it went through `| trim` (so a record's render holds `content.strip()`
-    there); None where the render observes content otherwise or differs from `expected`. The contents must be
+    there), with the content; None where the render observes content otherwise or differs from `expected`
+    (a lookup of a sealed message key or any use of `tools` is an observation). The contents must be
     distinct, their own strip(), and written nowhere but as themselves (the skeleton's sentinels are).
     Soundness: trim is then one fixed function of the content (str.strip), applied to whole values whose
     result is only placed; its result is non-empty for the contents the skeleton is filled with
@@ -210,18 +223,20 @@ def content_writes(source: str, variables: dict[str, Any], expected: str) -> tup
         return None
     back = {marker: c for c, marker in trims.items() if c != marker}
     plain = set(contents)
-    flags: list[bool] = []
+    placed: list[tuple[str, bool]] = []
 
     def restore(m: re.Match[str]) -> str:
-        flags.append(m.group() in back)
-        return back.get(m.group(), m.group())
+        content = back.get(m.group(), m.group())
+        placed.append((content, m.group() in back))
+        return content
 
     alternatives = sorted([*back, *plain], key=len, reverse=True)
     text = re.sub("|".join(map(re.escape, alternatives)), restore, text) if alternatives else text
-    return tuple(flags) if text == expected else None
+    return tuple(placed) if text == expected else None
 
 
 _TRIMMED = ("\ue002", "\ue003")  # private-use characters around a trimmed content's number
+_OPEN_KEYS = frozenset({"role", "content"})  # every other key of a message is sealed: its lookup flags
 
 
 def _trace(
@@ -236,13 +251,19 @@ def _trace(
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         return "messages is not a list of dicts", None
     traced = [
-        TracedMessage({k: Traced(v) if k == "content" and isinstance(v, str) and v else v for k, v in m.items()})
+        TracedMessage(
+            {k: Traced(v) if k == "content" and isinstance(v, str) and v else v for k, v in m.items()},
+            frozenset(m) - _OPEN_KEYS,
+        )
         for m in messages
     ]
+    given = {**variables, "messages": traced}
+    if given.get("tools") is not None:
+        given["tools"] = Sealed()
     observed: list[str] = []
     token, trims_token = OBSERVED.set(observed), TRIMS.set(trims)
     try:
-        ctx = template.new_context({**template.environment.globals, **variables, "messages": traced}, shared=True)
+        ctx = template.new_context({**template.environment.globals, **given}, shared=True)
         text = "".join(template.root_render_func(ctx))
     except Observed as e:
         return f"observed: {e}", None

@@ -2,10 +2,11 @@
 
 A skeleton is the render of a conversation with the same roles whose contents are unique sentinels,
 with every trainable span derived there by the exact (multi-render) method. Filling a skeleton with a
-record's contents gives its text and spans. Where one instrumented render of the shape shows that the
-template never looks inside contents (opacity.py), or only through `| trim` of whole contents (then the slot
-is filled with `content.strip()`), that is the record's render; otherwise the record's own render must equal
-it, or the record goes through the exact method (startswith, '<think>' in...).
+record's contents gives its text and spans. It is made only where instrumented renders show that none of
+the derivation's renders looks inside contents (opacity.py), or only through `| trim` of whole contents (the
+slot is then filled with `content.strip()`), and that none reads a sealed value (tools, tool calls,
+reasoning, names: their presence is part of the shape, their values are not); any other record goes through
+the exact method (startswith, '<think>' in...).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from sftprep.types import Conversation, Message, RenderedConversation, Span, TurnSpan
+from sftprep.types import Conversation, RenderedConversation, Span, TurnSpan
 
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _SENTINEL = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
@@ -28,6 +29,7 @@ class SkeletonTurn:
     end: Position
     slot: int  # the slot holding the message's content, -1 when it has none
     assistant_index: int = -1  # which assistant message of the conversation it is
+    text_end: Position | None = None  # the end of what the model generates (the stop kept out of `end` too)
 
 
 @dataclass(frozen=True)
@@ -36,37 +38,57 @@ class Skeleton:
     slots: tuple[int, ...]  # message index filling each slot (one fewer than literals)
     turns: tuple[SkeletonTurn, ...]
     tag_disagreements: int = 0
-    opaque: bool = False  # the template never looks inside contents (opacity.py): no per-record check
-    trimmed: tuple[bool, ...] = ()  # per slot, opaque only: the template writes `content | trim` there
+    trimmed: tuple[bool, ...] = ()  # per slot: the template writes `content | trim` there
     appended: str = ""  # text after the full render: the last turn's stop the render lacks (next header, eos)
     template_vars: tuple[tuple[str, object], ...] = ()
-    counts: tuple[tuple[str, int], ...] = ()
+    counts: tuple[tuple[str, int], ...] = ()  # the shape's (TEXT_COUNTS are the record's)
+    sealed: bool = False  # the shape holds tools, tool calls, reasoning or names: opaque or not at all
+    # turns left out for the shape (nothing to train): reason, the message after its "file:line", the turn
+    dropped: tuple[tuple[str, str, int | None], ...] = ()
+    rejected: tuple[str, str] | None = None  # the whole record is left out: reason, message after "file:line"
 
 
 def shape_key(conv: Conversation) -> tuple[object, ...] | None:
-    """Roles and empty/non-empty contents; None for what the fast path does not cover."""
-    if conv.tools or conv.raw_prompt is not None:
+    """Whether there are tools; per message its role, its content (null, empty or not) and which other keys a
+    template is given (tool calls, reasoning, name, tool_call_id: sealed, their values never part of the
+    shape); None for what the fast path does not cover."""
+    if conv.raw_prompt is not None:
         return None
-    key = []
+    key: list[object] = [bool(conv.tools)]
     for m in conv.messages:
-        if m.tool_calls or m.reasoning is not None or m.name or m.tool_call_id or _OPEN in m.full_content:
+        if _OPEN in m.full_content:
             return None
-        if m.content_null or (m.full_content and m.full_content.isspace()):
+        if m.full_content and m.full_content.isspace():
             return None  # whitespace only: the exact path decides what such a turn trains
-        key.append((m.role, bool(m.full_content)))
+        content = "null" if m.content_null else bool(m.full_content)
+        if m.tool_calls or m.reasoning is not None or m.name is not None or m.tool_call_id is not None:
+            key.append((m.role, content, bool(m.tool_calls), m.reasoning is not None, m.reasoning_field))
+            key.append((m.name is not None, m.tool_call_id is not None))
+        else:
+            key.append((m.role, content))
     return tuple(key)
 
 
+def is_sealed(conv: Conversation) -> bool:
+    return bool(conv.tools) or any(
+        m.tool_calls or m.reasoning is not None or m.name is not None or m.tool_call_id is not None
+        for m in conv.messages
+    )
+
+
 def sentinel_conversation(conv: Conversation) -> Conversation:
+    """The record with every non-empty content a unique sentinel; tools, tool calls, reasoning and names kept
+    (they are sealed: a skeleton with them is used only where the template is shown never to read them)."""
     msgs = tuple(
-        Message(m.role, f"{_OPEN}{i}{_CLOSE}" if m.full_content else "", weight=m.weight)
+        replace(m, content=f"{_OPEN}{i}{_CLOSE}" if m.full_content else "", input=None)
         for i, m in enumerate(conv.messages)
     )
     return replace(conv, messages=msgs)
 
 
-def build_skeleton(rendered: RenderedConversation) -> Skeleton | None:
-    """A skeleton from the exact render of a sentinel conversation; None if a span cuts a sentinel."""
+def build_skeleton(rendered: RenderedConversation, text_ends: list[int]) -> Skeleton | None:
+    """A skeleton from the exact render of a sentinel conversation (`text_ends`: where each turn's generated
+    text ends); None if a span cuts a sentinel."""
     text = rendered.text
     literals, slots, bounds = [], [], []
     pos = 0
@@ -77,12 +99,12 @@ def build_skeleton(rendered: RenderedConversation) -> Skeleton | None:
         pos = m.end()
     literals.append(text[pos:])
     turns = []
-    for t in rendered.turns:
-        start, end = _position(t.start, bounds), _position(t.end, bounds)
-        if start is None or end is None:
+    for t, text_end in zip(rendered.turns, text_ends, strict=True):
+        start, end, gen_end = _position(t.start, bounds), _position(t.end, bounds), _position(text_end, bounds)
+        if start is None or end is None or gen_end is None:
             return None
         slot = slots.index(t.message_index) if t.message_index in slots else -1
-        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index))
+        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index, gen_end))
     return Skeleton(tuple(literals), tuple(slots), tuple(turns), rendered.tag_disagreements)
 
 
@@ -134,3 +156,12 @@ def rendered_from_skeleton(
     r = RenderedConversation(text=text, message_spans=spans, turns=turns, conversation=conv)
     r.tag_disagreements = skel.tag_disagreements
     return r
+
+
+def generated_texts(skel: Skeleton, text: str, starts: list[int]) -> list[str]:
+    """Each turn's generated text (through its stop) in a filled skeleton."""
+    out = []
+    for t in skel.turns:
+        end = t.text_end if t.text_end is not None else t.end
+        out.append(text[starts[t.start[0]] + t.start[1] : starts[end[0]] + end[1]])
+    return out

@@ -86,21 +86,30 @@ for _name in dir(str):
 
 
 class TracedMessage(abc.Mapping):  # type: ignore[type-arg]
-    """A message dict, read-only: lookups by key are allowed (keys are the shape), the rest flags.
-    No attribute is named like a message key (Jinja's `message.content` tries getattr first)."""
+    """A message dict, read-only: lookups by key are allowed (keys are the shape), the rest flags; so does a
+    lookup of a sealed key (tool calls, reasoning, name, tool_call_id: present or not by the shape, their values
+    the record's). No attribute is named like a message key (Jinja's `message.content` tries getattr first)."""
 
-    __slots__ = ("__data",)
+    __slots__ = ("__data", "__sealed")
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    def __init__(self, data: dict[str, Any], sealed: frozenset[str] = frozenset()) -> None:
         self.__data = data
+        self.__sealed = sealed
 
     def _fields(self) -> dict[str, Any]:
         return self.__data
 
+    def _sealed(self) -> bool:
+        return any(k in self.__data for k in self.__sealed)
+
     def __getitem__(self, key: Any) -> Any:
+        if key in self.__sealed:
+            observe(f"message[{key!r}]")
         return self.__data[key]
 
     def get(self, key: Any, default: Any = None) -> Any:
+        if key in self.__sealed:
+            observe(f"message.get({key!r})")
         return self.__data.get(key, default)
 
     def __contains__(self, key: object) -> bool:
@@ -116,6 +125,26 @@ for _name in ("keys", "items", "values", "copy", "fromkeys", "__eq__", "__ne__",
     setattr(TracedMessage, _name, _flagging(f"message.{_name}"))  # __hash__ stays None, as for dict
 
 
+class Sealed:
+    """A value the render must not read (the record's `tools`): every use flags. Identity and type tests give
+    the same answer as for the list it stands for (not None, defined, not a str, number, mapping or callable);
+    the others (sequence, iterable) reach a flagging dunder."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        observe(f"tools.{name}")
+
+
+for _name in ("__bool__", "__len__", "__iter__", "__getitem__", "__contains__", "__eq__", "__ne__", "__lt__"):
+    setattr(Sealed, _name, _flagging(f"tools.{_name}"))
+for _name in ("__le__", "__gt__", "__ge__", "__str__", "__repr__", "__format__", "__add__", "__radd__", "__mul__"):
+    setattr(Sealed, _name, _flagging(f"tools.{_name}"))
+for _name in ("__rmul__", "__mod__", "__rmod__", "__reversed__", "__call__", "__index__", "__int__", "__float__"):
+    setattr(Sealed, _name, _flagging(f"tools.{_name}"))
+Sealed.__hash__ = _flagging("tools.__hash__")  # type: ignore[assignment,method-assign]
+
+
 _SCALARS = (str, int, float, complex, type(None), range, jinja2.Undefined)  # str: plain or Markup, not Traced
 _CALLABLES = (Macro, types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.BuiltinMethodType)
 _SEQUENCES = (list, tuple, set, frozenset, abc.KeysView, abc.ValuesView, abc.ItemsView)
@@ -129,10 +158,16 @@ def holds_content(x: Any, depth: int = 0) -> bool:
         return False
     if depth >= _MAX_DEPTH:
         return True
+    if isinstance(x, Sealed):
+        return True
     if isinstance(x, TracedMessage):
+        if x._sealed():
+            return True  # a filter or call given the whole message could read the sealed values
         x = x._fields()
     elif isinstance(x, Namespace):
         x = object.__getattribute__(x, "_Namespace__attrs")
+    if isinstance(x, _Seen):
+        x = x.items  # items not yet taken from it are all it can give
     if isinstance(x, dict):
         return any(holds_content(k, depth + 1) or holds_content(v, depth + 1) for k, v in x.items())
     if isinstance(x, _SEQUENCES):
@@ -148,6 +183,7 @@ def checked(kind: str, name: str, func: Callable[..., Any], value_may_hold: bool
     checked_from = skip + 1 if value_may_hold else skip
 
     def checked(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(_seen(a) for a in args)
         if (
             name in REFUSED_FILTERS
             or any(holds_content(a) for a in args[checked_from:])
@@ -159,6 +195,21 @@ def checked(kind: str, name: str, func: Callable[..., Any], value_may_hold: bool
     if pass_arg is not None:
         checked.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
     return checked
+
+
+class _Seen(abc.Iterator):  # type: ignore[type-arg]
+    """A generator's items, taken out to be checked, handed on as an iterator over them (same items, order)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self._it = items, iter(items)
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+
+def _seen(x: Any) -> Any:
+    """A generator (Jinja's select, map, ...) drained into a _Seen, whose items holds_content can check."""
+    return _Seen(list(x)) if isinstance(x, types.GeneratorType) else x
 
 
 def trim_checked(checked: Callable[..., Any]) -> Callable[..., Any]:
