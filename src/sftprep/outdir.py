@@ -208,6 +208,23 @@ def _open_lock(lock: Path) -> IO[str]:
         ) from e
 
 
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def forget_locks_in_child() -> None:
+    """In a forked worker: point the inherited lock descriptors at /dev/null. flock belongs to the open file,
+    which a fork shares: a worker outliving a killed parent would hold the parent's lock (a resume would find
+    OUT_DIR busy). The numbers stay open (nothing closes a reused number later); no unlock is called (that
+    would unlock the parent's too)."""
+    for fd in list(_HELD):
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    _HELD.clear()
+
+
 @contextlib.contextmanager
 def out_dir_lock(path: Path, command: str) -> Iterator[None]:
     """Hold the only right to write `path` (from staging to the final rename). Raises OutDirBusy at once when
@@ -243,8 +260,10 @@ def out_dir_lock(path: Path, command: str) -> Iterator[None]:
         f.truncate()
         f.write(json.dumps({**info, "started": time.time()}))
         f.flush()
+        _HELD.add(f.fileno())
         yield
     finally:
+        _HELD.discard(f.fileno())
         with contextlib.suppress(OSError):
             lock.unlink()  # while still holding it: a waiter that opened the old file re-checks the inode
         f.close()

@@ -249,3 +249,47 @@ def test_two_runs_started_together_leave_one_runs_output(tmp_path: Path) -> None
         assert any(code == 0 for code, _ in results)
         _consistent(tmp_path / "out")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl", "out"]
+
+
+@pytest.mark.parametrize("worker_forgets", [True, False])
+def test_a_worker_outliving_a_killed_parent_does_not_hold_its_lock(tmp_path: Path, worker_forgets: bool) -> None:
+    """flock belongs to the open file a fork shares: a pool worker (its initializer forgets the lock) left
+    behind by a SIGKILLed parent must not keep OUT_DIR busy; a plain forked child would (the control)."""
+    out = tmp_path / "out"
+    holder = textwrap.dedent(
+        f"""
+        import os, time
+        from pathlib import Path
+        from sftprep.outdir import out_dir_lock
+        from sftprep.preparation.run import _init_worker
+        with out_dir_lock(Path({str(out)!r}), "prepare"):
+            ready, go = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                if {worker_forgets!r}:
+                    _init_worker([])
+                os.write(go, b"x")
+                time.sleep(60)
+                os._exit(0)
+            os.read(ready, 1)  # the worker has initialized
+            print(pid, flush=True)
+            time.sleep(60)
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert p.stdout is not None
+        child = int(p.stdout.readline())
+        p.kill()
+        p.wait()
+        if worker_forgets:
+            with out_dir_lock(out, "prepare"):
+                assert json.loads(lock_path(out).read_text())["pid"] == os.getpid()
+        else:
+            with pytest.raises(OutDirBusy), out_dir_lock(out, "prepare"):
+                pass
+    finally:
+        p.kill()
+        if child:
+            os.kill(child, 9)

@@ -31,6 +31,7 @@ from sftprep.labels.build_loss_labels import Encodings
 from sftprep.outdir import (
     STAGING_MARKER,
     check_replaceable,
+    forget_locks_in_child,
     make_staging,
     normalized,
     out_dir_lock,
@@ -361,6 +362,7 @@ _WORKERS: list[Preparer] = []
 
 def _init_worker(preparers: list[Preparer]) -> None:
     global _WORKERS
+    forget_locks_in_child()  # a worker outliving a killed parent must not keep OUT_DIR locked
     os.environ["RAYON_NUM_THREADS"] = "1"  # one Rust thread per worker process: no oversubscription
     _WORKERS = preparers
 
