@@ -14,13 +14,12 @@ record's content is null, reasoning under `reasoning_content` and `thinking`, `t
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 import jinja2
 
-from sftprep.templates.assemble import TEXT_COUNTS, text_counts, to_rendered
+from sftprep.templates.assemble import TEXT_COUNTS, to_rendered
 from sftprep.templates.base import RenderOptions, is_trainable_assistant
 from sftprep.templates.derive import Derivation, TurnResult, probe_stop
 from sftprep.templates.hf_jinja import (
@@ -46,8 +45,8 @@ from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
     fill,
-    generated_texts,
     is_sealed,
+    record_counts,
     rendered_from_skeleton,
     sentinel_conversation,
     shape_key,
@@ -87,6 +86,7 @@ class JinjaTemplate:
         self._switch_candidates = template_variables(source, include_assigned=True)
         self._skeletons: dict[tuple[object, ...], Skeleton | None] = {}
         self._cache: dict[tuple[object, ...], Any] = {}
+        self._last_opts_key: tuple[RenderOptions, tuple[object, ...]] | None = None
 
     # -- rendering ------------------------------------------------------------------------------
     def variables(
@@ -145,7 +145,12 @@ class JinjaTemplate:
         return self._cache[key]
 
     def _opts_key(self, opts: RenderOptions) -> tuple[object, ...]:
-        return (opts.bos_token, opts.eos_token, opts.special_tokens_map, repr(sorted(opts.template_vars.items())))
+        last = self._last_opts_key
+        if last is not None and last[0] is opts:  # asked per record: the same options object all run long
+            return last[1]
+        key = (opts.bos_token, opts.eos_token, opts.special_tokens_map, repr(sorted(opts.template_vars.items())))
+        self._last_opts_key = (opts, key)
+        return key
 
     def _probe_render(self, opts: RenderOptions) -> Any:
         def fn(msgs: list[dict[str, Any]], gen: bool, s: Setting, tools: list[Any] | None = None) -> str:
@@ -300,10 +305,7 @@ class JinjaTemplate:
         trained = [True] * len(skel.turns)
         r = rendered_from_skeleton(skel, conv, text, starts, contents, trained)
         r.template_vars = dict(skel.template_vars)
-        counts = Counter(dict(skel.counts))
-        for t, generated in zip(skel.turns, generated_texts(skel, text, starts), strict=True):
-            counts.update(text_counts(conv.messages[t.message_index], generated))
-        r.counts = {k: v for k, v in sorted(counts.items()) if v}
+        r.counts = record_counts(skel, conv, text, starts)
         r.dropped_turns = [
             Reject(conv.source_file, conv.source_line, reason, where + detail, turn=turn)
             for reason, detail, turn in skel.dropped

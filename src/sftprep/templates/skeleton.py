@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from sftprep.templates.assemble import text_counts
 from sftprep.types import Conversation, RenderedConversation, Span, TurnSpan
 
 _OPEN, _CLOSE = "\ue000", "\ue001"
@@ -30,6 +31,7 @@ class SkeletonTurn:
     slot: int  # the slot holding the message's content, -1 when it has none
     assistant_index: int = -1  # which assistant message of the conversation it is
     text_end: Position | None = None  # the end of what the model generates (the stop kept out of `end` too)
+    content_inside: bool = False  # its content's slot lies in what it generates (so its content is rendered)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def build_skeleton(rendered: RenderedConversation, text_ends: list[int]) -> Skel
         if start is None or end is None or gen_end is None:
             return None
         slot = slots.index(t.message_index) if t.message_index in slots else -1
-        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index, gen_end))
+        inside = slot >= 0 and start <= (slot, len(literals[slot])) and (slot + 1, 0) <= gen_end
+        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index, gen_end, inside))
     return Skeleton(tuple(literals), tuple(slots), tuple(turns), rendered.tag_disagreements)
 
 
@@ -158,10 +161,23 @@ def rendered_from_skeleton(
     return r
 
 
-def generated_texts(skel: Skeleton, text: str, starts: list[int]) -> list[str]:
-    """Each turn's generated text (through its stop) in a filled skeleton."""
-    out = []
+def generated_text(t: SkeletonTurn, text: str, starts: list[int]) -> str:
+    """A turn's generated text (through its stop) in a filled skeleton."""
+    end = t.text_end if t.text_end is not None else t.end
+    return text[starts[t.start[0]] + t.start[1] : starts[end[0]] + end[1]]
+
+
+def record_counts(skel: Skeleton, conv: Conversation, text: str, starts: list[int]) -> dict[str, int]:
+    """The shape's counts and the record's TEXT_COUNTS (nothing to look for where a turn holds its own
+    content's slot and has no tool calls)."""
+    counts = dict(skel.counts)
+    added = False
     for t in skel.turns:
-        end = t.text_end if t.text_end is not None else t.end
-        out.append(text[starts[t.start[0]] + t.start[1] : starts[end[0]] + end[1]])
-    return out
+        msg = conv.messages[t.message_index]
+        if (t.content_inside or t.slot < 0) and not msg.tool_calls:
+            continue
+        for k, v in text_counts(msg, generated_text(t, text, starts)).items():
+            if v:
+                counts[k] = counts.get(k, 0) + v
+                added = True
+    return dict(sorted(counts.items())) if added else counts
