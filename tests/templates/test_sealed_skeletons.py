@@ -128,6 +128,28 @@ def test_reading_a_sealed_value_refuses(body: str) -> None:
     assert placements(LOOP + body + "{{ message.content }}" + END, CONV) is None
 
 
+SAFE_TESTS = ["defined", "undefined", "none", "boolean", "true", "false", "integer", "float", "number", "string"]
+SAFE_TESTS += ["mapping", "callable"]
+
+
+@pytest.mark.parametrize("test", SAFE_TESTS)
+def test_type_tests_of_tools_answer_as_for_the_list(test: str) -> None:
+    """The stand-in for `tools` must take the branch the real list takes (else a branch that reads contents
+    could go untraced): each test's answer is written out, so a different answer changes the output."""
+    source = "{% if tools is " + test + " %}yes{% else %}no{% endif %}" + LOOP + "{{ message.content }}" + END
+    assert placements(source, CONV) is not None
+
+
+@pytest.mark.parametrize("test", ["sequence", "iterable"])
+def test_tests_that_read_tools_refuse(test: str) -> None:
+    source = "{% if tools is " + test + " %}yes{% endif %}" + LOOP + "{{ message.content }}" + END
+    assert placements(source, CONV) is None
+
+
+def test_an_attribute_of_tools_refuses() -> None:
+    assert placements("{% if tools.x is defined %}x{% endif %}" + LOOP + "{{ message.content }}" + END, CONV) is None
+
+
 @pytest.mark.parametrize(
     "body",
     [
