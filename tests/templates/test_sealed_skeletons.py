@@ -6,6 +6,7 @@ out whole included. Checked against the exact path on every shared template with
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -218,4 +219,16 @@ def test_a_template_that_renders_tool_calls_takes_the_exact_path() -> None:
     conv = tool_conversation(random.Random(2), [])
     first, second = tmpl.render(conv, OPTS), tmpl.render(conv, OPTS)
     assert summary(first) == summary(second)
+    assert list(tmpl._skeletons.values()) == [None]
+
+
+def test_a_sealed_value_spelling_a_sentinel_takes_the_exact_path() -> None:
+    """The shape's derivation keeps the first record's sealed values: one holding a sentinel character could
+    make its checks see another message's sentinel in a tool call, so no skeleton is built from it."""
+    tmpl = JinjaTemplate(shared_template("axolotl/llama3"))
+    conv = mixed_conversation(random.Random(3), [])
+    odd = replace(conv.messages[1], reasoning="see \ue0000\ue001")
+    conv = replace(conv, messages=(conv.messages[0], odd, *conv.messages[2:]))
+    exact = summary(tmpl._render(conv, [message_to_hf(m) for m in conv.messages], OPTS))
+    assert summary(tmpl.render(conv, OPTS)) == summary(tmpl.render(conv, OPTS)) == exact
     assert list(tmpl._skeletons.values()) == [None]

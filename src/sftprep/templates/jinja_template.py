@@ -49,6 +49,7 @@ from sftprep.templates.skeleton import (
     record_counts,
     rendered_from_skeleton,
     sentinel_conversation,
+    sentinels_only_in_contents,
     shape_key,
 )
 from sftprep.templates.spec import render_verbatim
@@ -318,6 +319,8 @@ class JinjaTemplate:
         of them): turns left out with nothing to train, a record left out whole, and tools, tool calls,
         reasoning and names (sealed: never read) are then the shape's too. None: the exact path (a template
         that reads contents; one full render equal to the filled skeleton would not show its prompts are)."""
+        if not sentinels_only_in_contents(conv):
+            return None
         sentinel = sentinel_conversation(conv)
         messages = [message_to_hf(m) for m in sentinel.messages]
         try:

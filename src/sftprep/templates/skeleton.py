@@ -11,6 +11,7 @@ the exact method (startswith, '<think>' in...).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, replace
 
@@ -76,6 +77,16 @@ def is_sealed(conv: Conversation) -> bool:
         m.tool_calls or m.reasoning is not None or m.name is not None or m.tool_call_id is not None
         for m in conv.messages
     )
+
+
+def sentinels_only_in_contents(conv: Conversation) -> bool:
+    """No sealed value spells a sentinel character: the shape's derivation keeps the first record's sealed
+    values, and its checks (is another message's text inside this turn's tool calls or reasoning?) must not
+    find a sentinel there."""
+    values = [conv.tools, [[[c.name, c.arguments, c.id] for c in m.tool_calls] for m in conv.messages]]
+    values += [[m.reasoning, m.name, m.tool_call_id] for m in conv.messages]
+    text = json.dumps(values, ensure_ascii=False, default=str)
+    return _OPEN not in text and _CLOSE not in text
 
 
 def sentinel_conversation(conv: Conversation) -> Conversation:
