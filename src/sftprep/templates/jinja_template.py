@@ -269,7 +269,9 @@ class JinjaTemplate:
                 results.append(d.turn(i))
         return d, results
 
-    def _render_from_skeleton(self, conv: Conversation, opts: RenderOptions) -> list[RenderedConversation] | None:
+    def _render_from_skeleton(
+        self, conv: Conversation, opts: RenderOptions
+    ) -> list[RenderedConversation] | Reject | None:
         """The record as its shape's skeleton filled with its contents (its turns left out for the shape, or
         the record left out whole, as the shape's derivation left them out). None: take the exact path."""
         key = shape_key(conv)
