@@ -232,3 +232,29 @@ def test_a_sealed_value_spelling_a_sentinel_takes_the_exact_path() -> None:
     exact = summary(tmpl._render(conv, [message_to_hf(m) for m in conv.messages], OPTS))
     assert summary(tmpl.render(conv, OPTS)) == summary(tmpl.render(conv, OPTS)) == exact
     assert list(tmpl._skeletons.values()) == [None]
+
+
+# -- generators given to filters are drained and checked -----------------------------------------------------------
+LIST_CONTENT = (
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{{ message['content'] | selectattr('text', 'defined') | map(attribute='text') | join('') }}{% endif %}"
+)
+
+
+def test_a_generator_without_content_is_no_observation() -> None:
+    """Llama 3's branch for list contents, taken by a tool call with no content: an empty generator joined."""
+    conv = tool_conversation(random.Random(4), [])
+    assert placements(LOOP + "<{{ message.role }}>" + LIST_CONTENT + END, conv) is not None
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "messages | map(attribute='content') | join(',')",  # contents joined: read
+        "messages | map(attribute='content') | sort | first",
+        "messages | map(attribute='content') | unique | list | length",
+    ],
+)
+def test_a_generator_of_contents_given_to_a_filter_refuses(expr: str) -> None:
+    conv = reasoning_conversation(random.Random(5), [])
+    assert placements("{{ " + expr + " }}" + LOOP + "{{ message.content }}" + END, conv) is None
