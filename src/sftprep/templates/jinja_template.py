@@ -45,7 +45,6 @@ from sftprep.templates.skeleton import (
     Skeleton,
     build_skeleton,
     fill,
-    is_sealed,
     record_counts,
     rendered_from_skeleton,
     sentinel_conversation,
@@ -339,9 +338,7 @@ class JinjaTemplate:
         if trims is None:
             return None
         if isinstance(rendered, Reject):
-            return Skeleton(
-                (), (), (), sealed=is_sealed(conv), rejected=(rendered.reason, rendered.message[len(where) :])
-            )
+            return Skeleton((), (), (), rejected=(rendered.reason, rendered.message[len(where) :]))
         if len(rendered) != 1 or rendered[0].turn >= 0:
             return None
         r = rendered[0]
@@ -360,7 +357,6 @@ class JinjaTemplate:
             appended=r.text[len(full) :],
             template_vars=tuple(r.template_vars.items()),
             counts=tuple((k, v) for k, v in r.counts.items() if k not in TEXT_COUNTS),
-            sealed=is_sealed(conv),
             dropped=tuple((x.reason, x.message[len(where) :], x.turn) for x in dropped),
         )
 

@@ -30,8 +30,8 @@ class SkeletonTurn:
     start: Position
     end: Position
     slot: int  # the slot holding the message's content, -1 when it has none
+    text_end: Position  # the end of what the model generates (the stop kept out of `end` too)
     assistant_index: int = -1  # which assistant message of the conversation it is
-    text_end: Position | None = None  # the end of what the model generates (the stop kept out of `end` too)
     content_inside: bool = False  # its content's slot lies in what it generates (so its content is rendered)
 
 
@@ -45,7 +45,6 @@ class Skeleton:
     appended: str = ""  # text after the full render: the last turn's stop the render lacks (next header, eos)
     template_vars: tuple[tuple[str, object], ...] = ()
     counts: tuple[tuple[str, int], ...] = ()  # the shape's (TEXT_COUNTS are the record's)
-    sealed: bool = False  # the shape holds tools, tool calls, reasoning or names: opaque or not at all
     # turns left out for the shape (nothing to train): reason, the message after its "file:line", the turn
     dropped: tuple[tuple[str, str, int | None], ...] = ()
     rejected: tuple[str, str] | None = None  # the whole record is left out: reason, message after "file:line"
@@ -65,18 +64,11 @@ def shape_key(conv: Conversation) -> tuple[object, ...] | None:
             return None  # whitespace only: the exact path decides what such a turn trains
         content = "null" if m.content_null else bool(m.full_content)
         if m.tool_calls or m.reasoning is not None or m.name is not None or m.tool_call_id is not None:
-            key.append((m.role, content, bool(m.tool_calls), m.reasoning is not None, m.reasoning_field))
-            key.append((m.name is not None, m.tool_call_id is not None))
+            sealed = (bool(m.tool_calls), m.reasoning is not None, m.reasoning_field, m.name is not None)
+            key.append((m.role, content, *sealed, m.tool_call_id is not None))
         else:
             key.append((m.role, content))
     return tuple(key)
-
-
-def is_sealed(conv: Conversation) -> bool:
-    return bool(conv.tools) or any(
-        m.tool_calls or m.reasoning is not None or m.name is not None or m.tool_call_id is not None
-        for m in conv.messages
-    )
 
 
 def sentinels_only_in_contents(conv: Conversation) -> bool:
@@ -118,7 +110,7 @@ def build_skeleton(rendered: RenderedConversation, text_ends: list[int]) -> Skel
             return None
         slot = slots.index(t.message_index) if t.message_index in slots else -1
         inside = slot >= 0 and start <= (slot, len(literals[slot])) and (slot + 1, 0) <= gen_end
-        turns.append(SkeletonTurn(t.message_index, start, end, slot, t.assistant_index, gen_end, inside))
+        turns.append(SkeletonTurn(t.message_index, start, end, slot, gen_end, t.assistant_index, inside))
     return Skeleton(tuple(literals), tuple(slots), tuple(turns), rendered.tag_disagreements)
 
 
@@ -174,8 +166,7 @@ def rendered_from_skeleton(
 
 def generated_text(t: SkeletonTurn, text: str, starts: list[int]) -> str:
     """A turn's generated text (through its stop) in a filled skeleton."""
-    end = t.text_end if t.text_end is not None else t.end
-    return text[starts[t.start[0]] + t.start[1] : starts[end[0]] + end[1]]
+    return text[starts[t.start[0]] + t.start[1] : starts[t.text_end[0]] + t.text_end[1]]
 
 
 def record_counts(skel: Skeleton, conv: Conversation, text: str, starts: list[int]) -> dict[str, int]:

@@ -136,13 +136,12 @@ class Sealed:
         observe(f"tools.{name}")
 
 
-for _name in ("__bool__", "__len__", "__iter__", "__getitem__", "__contains__", "__eq__", "__ne__", "__lt__"):
-    setattr(Sealed, _name, _flagging(f"tools.{_name}"))
-for _name in ("__le__", "__gt__", "__ge__", "__str__", "__repr__", "__format__", "__add__", "__radd__", "__mul__"):
-    setattr(Sealed, _name, _flagging(f"tools.{_name}"))
 # Not __call__: callable() would then say True where the list says False (a call is caught without it: the
 # sandbox's safety check reads an attribute, and calling a non-callable raises).
-for _name in ("__rmul__", "__mod__", "__rmod__", "__reversed__", "__index__", "__int__", "__float__"):
+_SEALED_DUNDERS = ("__bool__", "__len__", "__iter__", "__getitem__", "__contains__", "__reversed__", "__str__")
+_SEALED_DUNDERS += ("__repr__", "__format__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
+_SEALED_DUNDERS += ("__add__", "__radd__", "__mul__", "__rmul__", "__mod__", "__rmod__", "__index__", "__int__")
+for _name in (*_SEALED_DUNDERS, "__float__"):
     setattr(Sealed, _name, _flagging(f"tools.{_name}"))
 Sealed.__hash__ = _flagging("tools.__hash__")  # type: ignore[assignment,method-assign]
 
