@@ -55,11 +55,13 @@ from sftprep.preparation.pipeline import BatchResult, PendingBatch, Preparer, lo
 from sftprep.preparation.sourcing import (
     BATCH_BYTES,
     Deduper,
+    LineBatch,
     RunSource,
     all_files,
     batched,
     check_shapes,
     input_sha256,
+    line_batches,
     run_sources,
 )
 from sftprep.preparation.stats import Stats
@@ -70,7 +72,7 @@ from sftprep.types import RawRecord
 
 __all__ = ["BATCH_BYTES", "batched", "prepare"]
 PARTS = "parts"  # in the staging directory: every prepared example, before sampling and the eval split
-Batch = tuple[int, list[RawRecord]]  # (source index, records)
+Batch = tuple[int, list[RawRecord] | LineBatch]  # (source index, records or the lines a worker parses)
 
 
 # Below this much input (bytes on disk), `--workers 0` prepares in the one process: starting a pool and
@@ -245,13 +247,15 @@ def _prepare(opts: PrepareOptions, run: RunStart, on_batch: Callable[[int, int],
 
 def _batches(sources: list[RunSource], preparers: list[Preparer], opts: PrepareOptions) -> Iterator[Batch]:
     """Every source's records in batches, tagged with the source (--dedup marks duplicates first, here in the
-    main process, so that a resumed run skips the same batches with the same records seen)."""
+    main process, so that a resumed run skips the same batches with the same records seen). Without --dedup
+    JSONL lines stay unparsed until a batch is prepared (in a worker, with --workers): the same batches."""
     dedup = Deduper() if opts.dedup else None
     for i, (src, preparer) in enumerate(zip(sources, preparers)):
         for f, name in zip(src.files, src.names):
-            records = read_records(f, name)
-            if dedup is not None:
-                records = dedup.mark(records, preparer.conversation)
+            if dedup is None:
+                yield from ((i, lines) for lines in line_batches(f, name, opts.batch_size))
+                continue
+            records = dedup.mark(read_records(f, name), preparer.conversation)
             for batch in batched(records, opts.batch_size):
                 yield i, batch
 
@@ -348,7 +352,7 @@ def _overlapped(preparers: list[Preparer], batches: Iterator[Batch]) -> Iterator
         previous: tuple[Preparer, PendingBatch, Future[Encodings]] | None = None
         for source, batch in batches:
             preparer = preparers[source]
-            pending = preparer.start(batch)
+            pending = preparer.start(_records(batch))
             encoding = pool.submit(preparer.encode, pending)
             if previous is not None:
                 yield previous[0].complete(previous[1], previous[2].result())
@@ -367,5 +371,9 @@ def _init_worker(preparers: list[Preparer]) -> None:
     _WORKERS = preparers
 
 
-def _run_in_worker(source: int, batch: list[RawRecord]) -> BatchResult:
-    return _WORKERS[source].run_batch(batch)
+def _run_in_worker(source: int, batch: list[RawRecord] | LineBatch) -> BatchResult:
+    return _WORKERS[source].run_batch(_records(batch))
+
+
+def _records(batch: list[RawRecord] | LineBatch) -> list[RawRecord]:
+    return batch.records() if isinstance(batch, LineBatch) else batch

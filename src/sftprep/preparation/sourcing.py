@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -21,13 +22,22 @@ from sftprep.preparation.options import DEFAULT_SOURCE, PrepareOptions
 from sftprep.read.columnar import dataset_dir_files
 from sftprep.read.inputs import iter_input_files
 from sftprep.read.normalize_conversations import normalize_conversations
-from sftprep.read.records import ERR_DUPLICATE, MAX_RAW_TEXT, read_records
+from sftprep.read.records import (
+    ERR_DUPLICATE,
+    MAX_RAW_TEXT,
+    RawLine,
+    check_input_path,
+    iter_raw_lines,
+    parse_line,
+    read_records,
+)
 from sftprep.read.sniff import sniff_format
 from sftprep.read.sources import SourceSpec
 from sftprep.types import Conversation, RawRecord, Reject
 
 BATCH_BYTES = 1 << 20  # a batch also ends after this much input: long conversations still spread over workers
 _SCHEMA_KINDS = ("parquet", "arrow", "arrow-stream", "csv", "tsv")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -102,11 +112,40 @@ def check_shapes(sources: list[RunSource]) -> None:
 def batched(it: Iterable[RawRecord], n: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[RawRecord]]:
     """Batches of `n` records, or fewer where they reach `max_bytes` of input (a function of the input only,
     so --resume finds the same batches)."""
-    chunk: list[RawRecord] = []
+    return _batched(it, n, max_bytes, lambda record: record.size)
+
+
+@dataclass(frozen=True)
+class LineBatch:
+    """A batch of one file's records as read (JSONL lines unparsed): a worker parses them (`records`), so the
+    main process neither parses them nor pickles the parsed objects. The same batches as `batched` gives."""
+
+    source_file: str
+    lines: list[RawLine]
+
+    def records(self) -> list[RawRecord]:
+        name = self.source_file
+        return [r if r is not None else parse_line(raw or b"", k, at, name) for k, at, raw, r in self.lines]
+
+
+def line_batches(path: Path, name: str, n: int, max_bytes: int = BATCH_BYTES) -> Iterator[LineBatch]:
+    """`batched(read_records(path, name), n, max_bytes)`, each batch's lines left unparsed (a parsed line's
+    `size` is its length in bytes, so the batches end where those do)."""
+    for lines in _batched(iter_raw_lines(check_input_path(path), name), n, max_bytes, _line_size):
+        yield LineBatch(name, lines)
+
+
+def _line_size(line: RawLine) -> int:
+    raw, record = line[2], line[3]
+    return len(raw) if raw is not None else record.size if record is not None else 0
+
+
+def _batched(it: Iterable[T], n: int, max_bytes: int, size_of: Callable[[T], int]) -> Iterator[list[T]]:
+    chunk: list[T] = []
     size = 0
     for record in it:
         chunk.append(record)
-        size += record.size
+        size += size_of(record)
         if len(chunk) >= n or size >= max_bytes:
             yield chunk
             chunk, size = [], 0
