@@ -1,6 +1,6 @@
 """`python -m sftprep ...` runs the `sftprep` command line (so `torchrun ... -m sftprep train ...` works)."""
 
-from sftprep.cli import main
+from sftprep.cli import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

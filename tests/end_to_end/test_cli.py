@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -282,3 +284,32 @@ def test_tokenizer_train_unknown_template(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert f"--template 'nosuch': expected a built-in ({', '.join(builtin_names())})" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+_ENTRY = """import atexit, sys
+atexit.register(lambda: print("interpreter torn down"))
+from sftprep.cli import entry
+sys.argv = ["sftprep", *sys.argv[1:]]
+entry()
+"""
+
+
+def _entry(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _ENTRY, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_the_executable_ends_at_once_after_a_local_prepare_only(tmp_path: Path) -> None:
+    """cli.entry: a successful local `prepare` ends the process without tearing it down (atexit does not run),
+    its output written and flushed; other commands and failed runs exit as usual."""
+    write_jsonl(tmp_path / "in.jsonl", GOOD)
+    r = _entry(tmp_path, "prepare", "in.jsonl", "-o", "out", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "examples written" in r.stdout and "interpreter torn down" not in r.stdout
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["examples_written"] == 2
+    again = _entry(tmp_path, "prepare", "in.jsonl", "-o", "out")  # up to date: nothing was run
+    assert again.returncode == 0 and "up to date" in again.stdout and "interpreter torn down" in again.stdout
+    shown = _entry(tmp_path, "inspect", "out")
+    assert shown.returncode == 0 and "interpreter torn down" in shown.stdout
+    write_jsonl(tmp_path / "bad.jsonl", [{"a": 1}])
+    failed = _entry(tmp_path, "prepare", "bad.jsonl", "-o", "out-bad")
+    assert failed.returncode == 3 and "interpreter torn down" in failed.stdout

@@ -181,14 +181,19 @@ def begin_run(opts: PrepareOptions) -> RunStart | dict[str, Any]:
     return RunStart(files, sources, tok, template, key, out, staging_dir(out))
 
 
-def prepare(opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def prepare(
+    opts: PrepareOptions, on_batch: Callable[[int, int], None] | None = None, keep: list[object] | None = None
+) -> dict[str, Any]:
     """Run the whole preparation; returns the manifest (also written to OUT_DIR/manifest.json).
     A re-run whose key matches OUT_DIR's manifest does nothing and returns it with `up_to_date`.
-    One process at a time writes an OUT_DIR (OutDirBusy otherwise)."""
+    One process at a time writes an OUT_DIR (OutDirBusy otherwise). `keep`: the run's tokenizer and template
+    are appended to it instead of freed here (a process about to end skips freeing them: cli.entry)."""
     with locked_out_dir(opts):
         run = begin_run(opts)
         if isinstance(run, dict):
             return run
+        if keep is not None:
+            keep.append(run)
         return _prepare(opts, run, on_batch)
 
 
