@@ -27,6 +27,16 @@ def test_non_finite_floats_are_kept_as_json_writes_them() -> None:
     assert math.isnan(back["record"]["score"]) and back["record"]["b"][1] == math.inf
 
 
+def test_a_non_finite_float_is_found_wherever_it_is_nested() -> None:
+    import numpy as np
+
+    deep = {"m": [{"a": None, "t": ({"x": [1, "s", True, {"y": (None, np.float64("-inf"))}]},)}]}
+    assert b"-Infinity" in reject_line({"record": deep})
+    assert b"NaN" in reject_line({"record": {"m": [{"a": None}, [None, float("nan")]]}})
+    finite = {"m": [{"a": None, "t": [{"x": [1, "s", True, {"y": [None, 2.5]}]}]}]}
+    assert reject_line({"record": finite}) == json.dumps({"record": finite}, separators=(",", ":")).encode() + b"\n"
+
+
 def test_integers_over_64_bits_are_kept() -> None:
     assert json.loads(reject_line({"n": 2**70})) == {"n": 2**70}
 

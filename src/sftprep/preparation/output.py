@@ -195,10 +195,23 @@ def reject_line(row: dict[str, Any]) -> bytes:
 
 
 def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
+    """Whether a NaN or an infinity is anywhere in `value` (one loop, no call per value: rows of tool and
+    reasoning records hold hundreds of values, and nulls send each through here)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        kind = type(v)
+        if kind is str or v is None or kind is int or kind is bool:
+            continue
+        if kind is dict:
+            stack.extend(v.values())
+        elif kind is list or kind is tuple:
+            stack.extend(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
     return False
