@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 import numpy as np
 from tokenizers import Encoding
 
-from sftprep.tokenize.fast_bpe import SEPARATOR
 from sftprep.tokenize.literal_segments import ENCODE, LITERAL, LiteralCache, content_ranges, split_piece
 from sftprep.tokenize.tokenizer import BPETokenizer
 from sftprep.types import IGNORE_INDEX, RenderedConversation, Span
@@ -227,8 +226,9 @@ def _template_ids(job: EncodeJob, text: str, cache: LiteralCache, fast: Any) -> 
 
 
 def _ids_or_index(job: EncodeJob, text: str, fast: Any) -> Part:
-    """`text` for tiktoken's batch (text it takes; resolved after planning), else a text HF encodes with the batch."""
-    if fast is not None and SEPARATOR not in text and fast.takes(text):
+    """`text` for tiktoken's batch (resolved after planning: a text it does not take goes to HF then; one test of
+    the batch's joined text usually answers for all), else a text HF encodes with the batch."""
+    if fast is not None:
         job.fast_texts.append(text)
         return Fast(len(job.fast_texts) - 1)
     job.normal.append(text)
