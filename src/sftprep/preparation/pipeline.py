@@ -172,7 +172,8 @@ class Preparer:
                     self.stats.turn_rejected(r.reason)
             for e in p.encoded:
                 result.examples.append((source, p.raw.line, e.rendered.turn, e.input_ids, e.labels))
-                result.example_vars.append(json.dumps(e.rendered.template_vars, sort_keys=True, ensure_ascii=False))
+                tv = e.rendered.template_vars
+                result.example_vars.append(json.dumps(tv, sort_keys=True, ensure_ascii=False) if tv else "{}")
                 self.stats.example(source, e)
         return result
 
@@ -230,7 +231,7 @@ class Preparer:
         if not kept:
             reason = reasons[0] if reasons else "no_trainable_tokens"
             p.reject = Reject(p.raw.source_file, p.raw.line, reason, _explain(reason, p, self.opts), record=p.raw.data)
-        else:
+        elif reasons:
             self.stats.dropped_examples.update(r for r in reasons if r)
 
     def _fit(self, p: Prepared, e: Encoded) -> tuple[list[Encoded], str]:

@@ -106,7 +106,8 @@ class Stats:
         self.generation_tag_disagreements += sum(u.tag_disagreements for u in units)
         self.reasoning_not_rendered += reasoning_not_rendered(conv, units)
         for u in units:
-            self.turns.update(u.counts)
+            if u.counts:
+                self.turns.update(u.counts)
 
     def example(self, name: str, e: Encoded) -> None:
         f = self._file(name)

@@ -193,6 +193,9 @@ def _content_parts(parts: list[Any], path: str, role: str) -> tuple[str, str | N
     reasoning: list[str] = []
     calls: list[ToolCall] = []
     for j, part in enumerate(parts):
+        if type(part) is dict and part.get("type") == "text" and type(part.get("text")) is str:
+            texts.append(part["text"])  # the common part: what the checks below accept as it is
+            continue
         ppath = f"{path}[{j}]"
         if not isinstance(part, dict):
             raise wrong_type(ppath, 'a content part object like {"type": "text", "text": ...}', part)
