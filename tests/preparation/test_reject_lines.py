@@ -7,7 +7,14 @@ import math
 
 import pyarrow.parquet as pq
 
-from sftprep.preparation.output import DICTIONARY_COLUMNS, SCHEMA, RejectWriter, ShardWriter, reject_line
+from sftprep.preparation.output import (
+    DICTIONARY_COLUMNS,
+    SCHEMA,
+    RejectWriter,
+    ShardWriter,
+    reject_line,
+    reject_row_line,
+)
 from sftprep.types import Reject
 
 
@@ -77,3 +84,29 @@ def test_token_columns_are_not_dictionary_encoded(tmp_path) -> None:  # type: ig
     assert any("DICTIONARY" in str(e) for k, e in encodings.items() if k == "source_file")
     assert set(DICTIONARY_COLUMNS) <= set(SCHEMA.names)
     assert pq.read_table(shard).column("input_ids").to_pylist()[2] == [2, 3, 4, 5, 6]
+
+
+def test_a_worker_sends_reject_lines_not_records(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """run._run_in_worker: the rejects.jsonl lines are made in the worker (the same bytes RejectWriter.add
+    writes); the Reject objects that travel back quote no record."""
+    from dummy_tokenizer import write_dummy_tokenizer
+
+    import sftprep.preparation.run as run
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.pipeline import Preparer, load_components
+    from sftprep.preparation.sourcing import line_batches
+
+    src = tmp_path / "in.jsonl"
+    good = {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
+    src.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n{\n")
+    opts = PrepareOptions(inputs=[str(src)], tokenizer=str(write_dummy_tokenizer(tmp_path / "tok")), template="chatml")
+    preparer = Preparer(opts, *load_components(opts))
+    (batch,) = line_batches(src, "in.jsonl", 100)
+    expected = preparer.run_batch(batch.records())
+    monkeypatch.setattr(run, "_WORKERS", [preparer])  # what _init_worker sets in a worker process
+    result = run._run_in_worker(0, batch)
+    assert len(result.rejects) == len(expected.rejects) == 2 and len(result.examples) == 1
+    assert all(r.record is None and r.raw_text is None for r in result.rejects)
+    assert result.reject_lines == [reject_row_line(r, r.turn) for r in expected.rejects]
+    rows = [json.loads(line) for line in result.reject_lines]
+    assert rows[0]["record"] == {"messages": [{"role": "user", "content": "x"}]} and rows[1]["raw_text"] == "{\n"

@@ -159,19 +159,11 @@ class RejectWriter:
         self._f = open(path, "ab" if keep_bytes else "wb")  # noqa: SIM115 (closed in close())
 
     def add(self, r: Reject, turn: int | None = None) -> None:
-        row: dict[str, Any] = {
-            "source_file": r.source_file,
-            "source_line": r.line,
-            "reason": r.reason,
-            "message": r.message,
-        }
-        if turn is not None:
-            row["turn"] = turn
-        if r.record is not None:
-            row["record"] = r.record
-        elif r.raw_text is not None:
-            row["raw_text"] = r.raw_text
-        self._f.write(reject_line(row))
+        self._f.write(reject_row_line(r, turn))
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Lines `reject_row_line` made (in a worker process)."""
+        self._f.write(b"".join(lines))
 
     def tell(self) -> int:
         self._f.flush()
@@ -179,6 +171,23 @@ class RejectWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def reject_row_line(r: Reject, turn: int | None = None) -> bytes:
+    """The rejects.jsonl line of a rejected record (or of a dropped turn: `turn`), quoting the record."""
+    row: dict[str, Any] = {
+        "source_file": r.source_file,
+        "source_line": r.line,
+        "reason": r.reason,
+        "message": r.message,
+    }
+    if turn is not None:
+        row["turn"] = turn
+    if r.record is not None:
+        row["record"] = r.record
+    elif r.raw_text is not None:
+        row["raw_text"] = r.raw_text
+    return reject_line(row)
 
 
 def reject_line(row: dict[str, Any]) -> bytes:

@@ -63,6 +63,8 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     # per example, the template variables beyond the defaults it was rendered with (a JSON object)
     example_vars: list[str] = field(default_factory=list)
+    # the rejects' rejects.jsonl lines where a worker process made them (`rejects` then quote no record)
+    reject_lines: list[bytes] = field(default_factory=list)
 
 
 class Preparer:

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -50,7 +50,7 @@ from sftprep.preparation.mixture import (
     source_records,
 )
 from sftprep.preparation.options import PrepareOptions
-from sftprep.preparation.output import RejectWriter, ShardWriter
+from sftprep.preparation.output import RejectWriter, ShardWriter, reject_row_line
 from sftprep.preparation.pipeline import BatchResult, PendingBatch, Preparer, load_components
 from sftprep.preparation.sourcing import (
     BATCH_BYTES,
@@ -308,8 +308,11 @@ def _remove_unlisted_shards(tmp: Path, keep: list[str]) -> None:
 def _write(result: BatchResult, shards: ShardWriter, rejects: RejectWriter, strict: bool) -> None:
     if strict and result.rejects:
         raise StrictModeError(result.rejects[0])
-    for r in result.rejects:
-        rejects.add(r, r.turn)
+    if result.reject_lines:
+        rejects.add_lines(result.reject_lines)
+    else:
+        for r in result.rejects:
+            rejects.add(r, r.turn)
     template_vars = result.example_vars or ["{}"] * len(result.examples)
     for (source, line, turn, ids, labels), tv in zip(result.examples, template_vars, strict=True):
         shards.add(ids, labels, source, line, turn, tv)
@@ -380,7 +383,12 @@ def _init_worker(preparers: list[Preparer]) -> None:
 
 
 def _run_in_worker(source: int, batch: list[RawRecord] | LineBatch) -> BatchResult:
-    return _WORKERS[source].run_batch(_records(batch))
+    """A batch prepared in a worker process; its rejects.jsonl lines made here, so the records they quote go
+    back to the main process as bytes, not as objects to pickle, unpickle and serialize there."""
+    result = _WORKERS[source].run_batch(_records(batch))
+    result.reject_lines = [reject_row_line(r, r.turn) for r in result.rejects]
+    result.rejects = [replace(r, record=None, raw_text=None) for r in result.rejects]
+    return result
 
 
 def _records(batch: list[RawRecord] | LineBatch) -> list[RawRecord]:
