@@ -6,9 +6,12 @@ from __future__ import annotations
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 PLAIN_EVERY_S = 10.0
 
@@ -32,6 +35,8 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self._live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # a terminal's bar only
+
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

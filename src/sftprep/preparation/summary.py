@@ -7,13 +7,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from sftprep.errors import NoExamplesError
 from sftprep.preparation.manifest import Manifest
 
 
 def print_summary(manifest: Manifest, out_dir: Path, console: Console) -> None:
+    from rich.table import Table  # printed without --quiet only
+
     m = manifest
     table = Table(title=f"sftprep prepare -> {escape(str(out_dir))}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -66,6 +67,8 @@ def _sources(m: Manifest, out_dir: Path, console: Console) -> None:
     """Per source (when there are several, or sampling, or an eval split): read, rejected, examples, ratios."""
     if len(m.sources) < 2 and m.eval is None and not any(s.sampling for s in m.sources):
         return
+    from rich.table import Table
+
     table = Table(title="sources", title_justify="left")
     for col in ("source", "sampling", "read", "rejected", "prepared", "eval", "written", "requested", "realised"):
         table.add_column(col, justify="left" if col in ("source", "sampling") else "right")

@@ -11,11 +11,10 @@ import marshal
 import sys
 from collections.abc import Callable
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from sftprep.cache import cache_dir, store
+from sftprep.cache import cache_dir, package_version, store
 
 T = TypeVar("T")
 
@@ -42,4 +41,4 @@ def _context() -> tuple[str, ...]:
     """The Jinja and Python versions and the source of the modules that configure and compile templates."""
     here = Path(__file__).parent
     code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("hf_jinja.py", "code_cache.py")))
-    return metadata.version("jinja2"), sys.version, code.hexdigest()
+    return package_version("jinja2") or "?", sys.version, code.hexdigest()

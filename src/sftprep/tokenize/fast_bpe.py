@@ -34,14 +34,13 @@ import json
 import pickle
 from collections.abc import Callable
 from functools import lru_cache
-from importlib import metadata
 from itertools import accumulate
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from sftprep.cache import cache_dir, store
+from sftprep.cache import cache_dir, package_version, store
 from sftprep.tokenize.regex_agree import agreeing, readable
 from sftprep.tokenize.tiktoken_convert import bytes_to_unicode
 
@@ -175,7 +174,7 @@ def fast_bpe(tok: Tokenizer | Callable[[], Tokenizer], identity: str | None = No
     get = tok if callable(tok) else lambda: tok
     raw = None if identity else get().to_str()
     what = f"identity:{identity}" if identity else raw
-    key = hashlib.sha256(f"{ANALYSIS_VERSION}\0{metadata.version('tiktoken')}\0{what}".encode()).hexdigest()
+    key = hashlib.sha256(f"{ANALYSIS_VERSION}\0{package_version('tiktoken')}\0{what}".encode()).hexdigest()
     path = cache_dir("fast_bpe") / f"{key}.pickle"
     try:
         with open(path, "rb") as f:

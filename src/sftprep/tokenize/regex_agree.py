@@ -25,11 +25,10 @@ import hashlib
 import io
 import unicodedata
 from functools import lru_cache
-from importlib import metadata
 
 import numpy as np
 
-from sftprep.cache import cache_dir, store
+from sftprep.cache import cache_dir, package_version, store
 
 TABLE_VERSION = "1"
 LIMIT = 0x30000  # code points at and above go to HF
@@ -42,10 +41,10 @@ def agreeing(form: str | None = None) -> np.ndarray | None:
     """A bool table by code point (length LIMIT): True where both engines read the character alike and (with
     a normal form) it keeps any text of such characters as it is (always True for ASCII). None when tiktoken
     or tokenizers is missing."""
-    try:
-        versions = f"{metadata.version('tiktoken')}\0{metadata.version('tokenizers')}"
-    except metadata.PackageNotFoundError:
+    tiktoken, tokenizers = package_version("tiktoken"), package_version("tokenizers")
+    if tiktoken is None or tokenizers is None:
         return None
+    versions = f"{tiktoken}\0{tokenizers}"
     what = f"{TABLE_VERSION}\0{LIMIT}\0{versions}\0{form}\0{unicodedata.unidata_version}"
     key = hashlib.sha256(what.encode()).hexdigest()
     path = cache_dir("regex_agree") / f"{key}.npy"

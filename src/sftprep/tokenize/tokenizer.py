@@ -9,13 +9,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
-from sftprep.cache import store
+from sftprep.cache import package_version, store
 from sftprep.errors import ConfigError
 from sftprep.tokenize.facts import TokenizerFacts, cached_facts, store_facts
 from sftprep.tokenize.fast_bpe import FastBPE, fast_bpe
@@ -151,9 +151,8 @@ class BPETokenizer:
         (e.g. Llama/Phi-3 `legacy: false` drops the prefix space after special tokens). Needs the `hf` extra;
         without it the raw tokenizer.json is used (`loader` in the manifest says which). The configured
         backend is cached by the files' hash and the transformers version (loading transformers is slow)."""
-        try:
-            version = metadata.version("transformers")
-        except metadata.PackageNotFoundError:
+        version = package_version("transformers")
+        if version is None:
             return
         cached = backend_cache_path(d, version)
         try:
@@ -222,10 +221,7 @@ class BPETokenizer:
         version where transformers configured it) and this module (which edits the loaded tokenizer)."""
         version = ""
         if self.loader == "transformers":
-            try:
-                version = metadata.version("transformers")
-            except metadata.PackageNotFoundError:
-                version = "?"
+            version = package_version("transformers") or "?"
         parts = [self.sha256, self.loader, version, json.dumps(self.config, sort_keys=True, default=str)]
         parts.append(hashlib.sha256(Path(__file__).read_bytes()).hexdigest())
         return "\0".join(parts)

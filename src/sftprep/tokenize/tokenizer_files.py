@@ -6,17 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 
-from sftprep.cache import cache_dir
+from sftprep.cache import cache_dir, package_version
 
 
 def cached_backend(d: Path) -> Path | None:
     """The cached transformers-configured backend of tokenizer directory `d`, if one was written."""
-    try:
-        version = metadata.version("transformers")
-    except metadata.PackageNotFoundError:
+    version = package_version("transformers")
+    if version is None:
         return None
     cached = backend_cache_path(d, version)
     return cached if cached is not None and cached.is_file() else None
