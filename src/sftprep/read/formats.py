@@ -193,9 +193,16 @@ def _content_parts(parts: list[Any], path: str, role: str) -> tuple[str, str | N
     reasoning: list[str] = []
     calls: list[ToolCall] = []
     for j, part in enumerate(parts):
-        if type(part) is dict and part.get("type") == "text" and type(part.get("text")) is str:
-            texts.append(part["text"])  # the common part: what the checks below accept as it is
-            continue
+        if type(part) is dict:  # the common parts first: what the checks below accept as they are
+            value = part["text"] if "text" in part else part.get("value")
+            if type(value) is str:
+                ptype = part.get("type")
+                if ptype == "text":
+                    texts.append(value)
+                    continue
+                if ptype == "reasoning" and role == "assistant":
+                    reasoning.append(value)
+                    continue
         ppath = f"{path}[{j}]"
         if not isinstance(part, dict):
             raise wrong_type(ppath, 'a content part object like {"type": "text", "text": ...}', part)
