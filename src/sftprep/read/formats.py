@@ -7,8 +7,11 @@ Every message also gets a field path (e.g. ``messages[2]``) so later checks can 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+import orjson
 
 from sftprep.read.records import json_type_name
 from sftprep.types import ROLES, Message, ToolCall
@@ -86,6 +89,21 @@ def chat_list(data: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return key, items
 
 
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def loads_as_json(text: str) -> Any:
+    """`json.loads(text)`, by orjson where it gives the same value (3-5x faster on tool lists): not for text with
+    19 digits in a row (orjson makes integers over 64 bits floats); what orjson refuses (NaN, lone surrogates,
+    1e400, bad JSON) json reads or refuses with its own message."""
+    if not _LONG_NUMBER.search(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def parse_tools(data: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Record-level `tools`: a list of objects, or a JSON string holding one (LLaMA-Factory)."""
     tools = data.get("tools")
@@ -95,7 +113,7 @@ def parse_tools(data: Mapping[str, Any]) -> tuple[Any, ...] | None:
         if not tools.strip():
             return None
         try:
-            tools = json.loads(tools)
+            tools = loads_as_json(tools)
         except ValueError as exc:
             raise _not_json("invalid_tools", "tools", "a JSON string holding a list of tools", exc) from None
     if not isinstance(tools, list):
@@ -145,7 +163,7 @@ def parse_tool_call_value(value: Any, path: str) -> list[ToolCall]:
     obj = value
     if isinstance(value, str):
         try:
-            obj = json.loads(value)
+            obj = loads_as_json(value)
         except ValueError as exc:
             expected = 'a JSON object like {"name": ..., "arguments": {...}}'
             raise _not_json("invalid_tool_call", path, expected, exc) from None
