@@ -7,7 +7,6 @@ Every message also gets a field path (e.g. ``messages[2]``) so later checks can 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -89,14 +88,15 @@ def chat_list(data: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return key, items
 
 
-_LONG_NUMBER = re.compile(r"\d{19}")
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # each digit a 0, all else a space
+_LONG_NUMBER = b"0" * 19  # 19 digits in a row
 
 
 def loads_as_json(text: str) -> Any:
-    """`json.loads(text)`, by orjson where it gives the same value (3-5x faster on tool lists): not for text with
-    19 digits in a row (orjson makes integers over 64 bits floats); what orjson refuses (NaN, lone surrogates,
-    1e400, bad JSON) json reads or refuses with its own message."""
-    if not _LONG_NUMBER.search(text):
+    """`json.loads(text)`, by orjson where it gives the same value (2x faster on tool lists, the check below
+    included): not for text with 19 digits in a row (orjson makes integers over 64 bits floats); what orjson
+    refuses (NaN, lone surrogates, 1e400, bad JSON) json reads or refuses with its own message."""
+    if _LONG_NUMBER not in text.encode("utf-8", "surrogatepass").translate(_DIGITS_ONLY):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
