@@ -61,3 +61,33 @@ def test_encode_many_with_offsets_gives_hf_ids_and_character_spans() -> None:
         assert (got[0].tolist(), got[1]) == (enc.ids, enc.offsets), text
         compared += not text.isascii()
     assert compared > 50  # the non-ASCII texts were compared, not all left to HF
+
+
+def test_the_tiktoken_call_is_made_with_the_rust_calls_not_while_planning() -> None:
+    """plan_encoding leaves tiktoken's batch call to run_encoding (which runs in a thread while the next batch
+    is rendered); what tiktoken does not take joins HF's texts there, and the ids are those of HF alone."""
+    from sftprep.labels.build_loss_labels import Fast, label_pieces, plan_encoding, run_encoding
+    from sftprep.preparation.options import PrepareOptions
+    from sftprep.preparation.pipeline import load_components
+    from sftprep.templates.render_chat_prompt import render_chat_prompt
+    from sftprep.types import Conversation, Message
+
+    opts = PrepareOptions(inputs=["a.jsonl"], tokenizer=str(QWEN))
+    tok, template = load_components(opts)
+    said = [
+        ("user", "Say e\u0301 and hello"),
+        ("assistant", "hello world, e\u0301"),
+        ("user", "2+2?"),
+        ("assistant", "4"),
+    ]
+    units = render_chat_prompt(Conversation(tuple(Message(r, c) for r, c in said), "a.jsonl", 1), template,
+                               opts.render_options(tok))  # fmt: skip
+    assert isinstance(units, list)
+    job = plan_encoding(units, tok)
+    parts = [x for r in job.recipes or [] for x in (r if isinstance(r, list) else [r])]
+    assert job.fast_texts and any(isinstance(x, Fast) for x in parts)
+    hf_texts = len(job.normal)
+    encoded = label_pieces(job, run_encoding(job, tok), tok.literal_cache)
+    assert not job.fast_texts and len(job.normal) > hf_texts  # the combining accent went to HF
+    for e in encoded:
+        assert e.input_ids.tolist() == tok.encode(e.rendered.text)

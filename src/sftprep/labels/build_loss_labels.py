@@ -155,8 +155,8 @@ def plan_encoding(units: list[RenderedConversation], tok: BPETokenizer, mask_all
 
 def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok: BPETokenizer) -> EncodeJob:
     """Each piece encoded on its own (byte-level BPE: a piece's tokens do not depend on what precedes it):
-    template stretches between added tokens looked up once encoded (literal_segments), text tiktoken takes encoded
-    here by tiktoken where it is exact (fast_bpe), the rest left to the HF batch call."""
+    template stretches between added tokens looked up once encoded (literal_segments), other text left to
+    tiktoken's batch call where it is exact (fast_bpe; made in run_encoding), the rest to HF's."""
     normal: list[str] = []
     plain: list[str] = []
     cache, fast = tok.literal_cache, tok.fast
@@ -173,8 +173,6 @@ def _plan_alone(units: list[RenderedConversation], plans: list[list[Piece]], tok
         contents = content_ranges(r) if cache is not None else []
         for p in plan:
             recipes.append(_recipe(job, r.text, p, contents, cache, fast))
-    if job.fast_texts:
-        _resolve_fast(job, fast.encode_many(job.fast_texts))
     return job
 
 
@@ -255,7 +253,12 @@ Encodings = tuple[list[Encoding], list[Encoding]]
 
 
 def run_encoding(job: EncodeJob, tok: BPETokenizer) -> Encodings:
-    """The Rust calls only (they release the GIL): one for normal text, one for plain text."""
+    """The Rust calls (they release the GIL; run in a thread while the next batch is rendered): tiktoken's for
+    the texts it takes (those it does not take join the normal texts), HF's for normal text and plain text."""
+    if job.fast_texts:
+        assert tok.fast is not None
+        _resolve_fast(job, tok.fast.encode_many(job.fast_texts))
+        job.fast_texts = []
     return tok.encode_batch(job.normal), tok.encode_plain_batch(job.plain)
 
 
