@@ -28,8 +28,8 @@ from sftprep.read.records import (
     RawLine,
     check_input_path,
     iter_raw_lines,
-    parse_line,
     read_records,
+    record_of,
 )
 from sftprep.read.sniff import sniff_format
 from sftprep.read.sources import SourceSpec
@@ -124,8 +124,7 @@ class LineBatch:
     lines: list[RawLine]
 
     def records(self) -> list[RawRecord]:
-        name = self.source_file
-        return [r if r is not None else parse_line(raw or b"", k, at, name) for k, at, raw, r in self.lines]
+        return [record_of(line, self.source_file) for line in self.lines]
 
 
 def line_batches(path: Path, name: str, n: int, max_bytes: int = BATCH_BYTES) -> Iterator[LineBatch]:

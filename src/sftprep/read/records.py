@@ -33,7 +33,15 @@ from sftprep.read.inputs import check_input_path, iter_input_files
 from sftprep.read.sniff import sniff_format
 from sftprep.types import RawRecord
 
-__all__ = ["ERROR_KINDS", "RawLine", "check_input_path", "iter_input_files", "iter_raw_lines", "read_records"]
+__all__ = [
+    "ERROR_KINDS",
+    "RawLine",
+    "check_input_path",
+    "iter_input_files",
+    "iter_raw_lines",
+    "read_records",
+    "record_of",
+]
 
 ERR_INVALID_JSON = "invalid_json"
 ERR_TRUNCATED = "truncated_line"
@@ -174,8 +182,13 @@ def _array_elements(f: IO[bytes], source: str, lines_read: list[int]) -> Iterato
 
 
 def _iter_records(path: Path, source: str) -> Iterator[RawRecord]:
-    for line, offset, raw, record in iter_raw_lines(path, source):
-        yield record if record is not None else parse_line(raw or b"", line, offset, source)
+    return (record_of(line, source) for line in iter_raw_lines(path, source))
+
+
+def record_of(line: RawLine, source: str) -> RawRecord:
+    """The RawRecord of one `iter_raw_lines` item: the record a reader made, or its JSONL line parsed."""
+    number, offset, raw, record = line
+    return record if record is not None else parse_line(raw or b"", number, offset, source)
 
 
 def _error(source: str, line: int, kind: str, message: str, raw_text: str | None) -> RawRecord:
